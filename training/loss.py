@@ -1,0 +1,63 @@
+"""The negative ELBO and the importance-weighted bound, per image, in nats."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from vaeserve.training.model import VAE
+
+LOG_2PI = math.log(2.0 * math.pi)
+
+
+def bernoulli_nll(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """-log p(x | z) under independent Bernoulli pixels, summed over pixels: one value per image.
+
+    Computed from logits (log-sum-exp form) so saturated sigmoids never give log(0).
+    """
+    per_pixel = F.binary_cross_entropy_with_logits(logits, target, reduction="none")
+    return per_pixel.flatten(1).sum(dim=1)
+
+
+def gaussian_kl(z_mean: torch.Tensor, z_log_var: torch.Tensor) -> torch.Tensor:
+    """KL(N(mu, diag(exp(log_var))) || N(0, I)) in closed form: one value per image."""
+    return 0.5 * (z_mean.pow(2) + z_log_var.exp() - 1.0 - z_log_var).sum(dim=1)
+
+
+def diag_gaussian_log_prob(
+    z: torch.Tensor, mean: torch.Tensor, log_var: torch.Tensor
+) -> torch.Tensor:
+    """log N(z; mean, diag(exp(log_var))), summed over the last dimension."""
+    return -0.5 * (LOG_2PI + log_var + (z - mean).pow(2) / log_var.exp()).sum(dim=-1)
+
+
+def elbo_terms(
+    model: VAE, images: torch.Tensor, generator: torch.Generator | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(reconstruction NLL, KL) per image for one posterior sample each."""
+    logits, z_mean, z_log_var = model(images, generator)
+    return bernoulli_nll(logits, images), gaussian_kl(z_mean, z_log_var)
+
+
+@torch.no_grad()
+def iwae_bound(
+    model: VAE, images: torch.Tensor, k: int, generator: torch.Generator | None = None
+) -> torch.Tensor:
+    """log p(x) >= log (1/K) sum_k p(x, z_k) / q(z_k | x), z_k ~ q(z | x)  (Burda et al. 2016).
+
+    Returns the bound per image; it tightens towards log p(x) as K grows (K=1 is the ELBO).
+    """
+    if k < 1:
+        raise ValueError(f"iw-samples must be >= 1, got {k}")
+    z_mean, z_log_var = model.encode(images)
+    n, dim = z_mean.shape
+    eps = torch.randn((k, n, dim), generator=generator, device=images.device)
+    z = model.reparameterize(z_mean, z_log_var, eps)  # k x n x L
+    logits = model.decoder.logits(z.reshape(k * n, dim))
+    target = images.unsqueeze(0).expand(k, *images.shape).reshape(k * n, *images.shape[1:])
+    log_px_z = -bernoulli_nll(logits, target).reshape(k, n)
+    log_pz = diag_gaussian_log_prob(z, torch.zeros_like(z), torch.zeros_like(z))
+    log_qz = diag_gaussian_log_prob(z, z_mean, z_log_var)
+    return torch.logsumexp(log_px_z + log_pz - log_qz, dim=0) - math.log(k)

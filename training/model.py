@@ -1,0 +1,107 @@
+"""The convolutional VAE of Chollet, Deep Learning with Python, section 8.4, in PyTorch.
+
+`encode` and `decode` are the two cut points that become the two ONNX graphs; `reparameterize`
+stays outside both, so the graphs are deterministic and the caller owns the noise (and its seed).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from vaeserve.training.config import ModelConfig
+
+
+def _half(n: int) -> int:
+    """Size after a 3x3 stride-2 convolution with padding 1 (Keras 'same'): ceil(n / 2)."""
+    return (n + 1) // 2
+
+
+class Encoder(nn.Module):
+    """Image in [0, 1], N x C x H x W -> (z_mean, z_log_var), each N x L."""
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        h, w = _half(cfg.height), _half(cfg.width)
+        self.features = nn.Sequential(
+            nn.Conv2d(cfg.channels, 32, 3, padding=1),
+            nn.ReLU(),
+            nn.Conv2d(32, 64, 3, stride=2, padding=1),
+            nn.ReLU(),
+            nn.Conv2d(64, 64, 3, padding=1),
+            nn.ReLU(),
+            nn.Conv2d(64, 64, 3, padding=1),
+            nn.ReLU(),
+            nn.Flatten(),
+            nn.Linear(64 * h * w, 32),
+            nn.ReLU(),
+        )
+        self.z_mean = nn.Linear(32, cfg.latent_dim)
+        self.z_log_var = nn.Linear(32, cfg.latent_dim)
+
+    def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x = self.features(image)
+        return self.z_mean(x), self.z_log_var(x)
+
+
+class Decoder(nn.Module):
+    """Latent N x L -> image logits N x C x H x W; `forward` applies the sigmoid."""
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        h, w = _half(cfg.height), _half(cfg.width)
+        # output_padding makes the transposed convolution land exactly on H x W, odd or even.
+        pad = (cfg.height - (2 * h - 1), cfg.width - (2 * w - 1))
+        self.net = nn.Sequential(
+            nn.Linear(cfg.latent_dim, 64 * h * w),
+            nn.ReLU(),
+            nn.Unflatten(1, (64, h, w)),
+            nn.ConvTranspose2d(64, 32, 3, stride=2, padding=1, output_padding=pad),
+            nn.ReLU(),
+            nn.Conv2d(32, cfg.channels, 3, padding=1),
+        )
+
+    def logits(self, z: torch.Tensor) -> torch.Tensor:
+        """Pre-sigmoid outputs: the loss works on these for numerical stability."""
+        return self.net(z)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(self.net(z))
+
+
+class VAE(nn.Module):
+    """Encoder + decoder, with the reparameterization between them."""
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.config = cfg
+        self.encoder = Encoder(cfg)
+        self.decoder = Decoder(cfg)
+
+    def encode(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.encoder(image)
+
+    @staticmethod
+    def reparameterize(
+        z_mean: torch.Tensor, z_log_var: torch.Tensor, eps: torch.Tensor
+    ) -> torch.Tensor:
+        # The standard deviation is exp(0.5 * log-variance). The book's listing writes
+        # `z_mean + K.exp(z_log_var) * epsilon`, which uses the variance as the scale: a known
+        # mistake that trains, but not the model the loss describes.
+        return z_mean + torch.exp(0.5 * z_log_var) * eps
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        return self.decoder(z)
+
+    def forward(
+        self, image: torch.Tensor, generator: torch.Generator | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Returns (reconstruction logits, z_mean, z_log_var) for one sampled z per image."""
+        z_mean, z_log_var = self.encode(image)
+        eps = torch.randn(z_mean.shape, generator=generator, device=z_mean.device)
+        z = self.reparameterize(z_mean, z_log_var, eps)
+        return self.decoder.logits(z), z_mean, z_log_var
+
+
+def count_parameters(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())

@@ -1,0 +1,251 @@
+"""The training loop: seeded split, KL warm-up, per-epoch validation, checkpoints and resume."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from vaeserve import __version__
+from vaeserve.training.checkpoint import load_checkpoint, save_checkpoint, train_config_of
+from vaeserve.training.config import ModelConfig, TrainConfig
+from vaeserve.training.data import ImageData, load_dataset, split_indices
+from vaeserve.training.loss import elbo_terms
+from vaeserve.training.model import VAE, count_parameters
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT = "checkpoint.pt"
+METRICS = "metrics.json"
+EVAL_SEED = 0  # validation noise: its own fixed stream, so `vaeserve evaluate` reproduces it
+
+
+class DeviceUnavailable(ValueError):
+    """The requested torch device cannot be used here."""
+
+
+def resolve_device(name: str) -> torch.device:
+    """`cuda` only when torch can really use it: a clear error instead of a late crash."""
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise DeviceUnavailable(
+            f"--device cuda was asked for, but torch {torch.__version__} sees no CUDA device "
+            "(CPU-only build, no GPU, or no driver); use --device cpu"
+        )
+    if name not in ("cpu", "cuda") and not name.startswith("cuda:"):
+        raise DeviceUnavailable(f"unknown device {name!r}: use cpu or cuda")
+    return torch.device(name)
+
+
+def load_split(
+    cfg: TrainConfig,
+    *,
+    channels: int | None = None,
+    height: int | None = None,
+    width: int | None = None,
+) -> tuple[ImageData, ImageData, ImageData]:
+    """(all, train, validation) exactly as training saw them: same limit, same seeded split."""
+    data = load_dataset(cfg.data, channels=channels, height=height, width=width)
+    if cfg.limit is not None:
+        data = data.subset(np.arange(min(cfg.limit, len(data))))
+    train_idx, val_idx = split_indices(len(data), cfg.val_fraction, cfg.seed)
+    return data, data.subset(train_idx), data.subset(val_idx)
+
+
+def kl_weight(cfg: TrainConfig, progress_epochs: float) -> float:
+    """Linear KL warm-up from 0 to beta over `kl_warmup_epochs` (Bowman et al. 2016)."""
+    if cfg.kl_warmup_epochs <= 0:
+        return cfg.beta
+    return cfg.beta * min(1.0, progress_epochs / cfg.kl_warmup_epochs)
+
+
+@torch.no_grad()
+def evaluate_elbo(
+    model: VAE, images: np.ndarray, device: torch.device, seed: int, batch_size: int = 1000
+) -> dict[str, float]:
+    """Mean NELBO, reconstruction NLL and KL per image (nats), with seeded posterior noise."""
+    model.eval()
+    gen = torch.Generator().manual_seed(seed)
+    recon_sum = kl_sum = 0.0
+    for start in range(0, len(images), batch_size):
+        x = to_tensor(images[start : start + batch_size], device)
+        recon, kl = elbo_terms(model, x, gen)
+        recon_sum += float(recon.sum())
+        kl_sum += float(kl.sum())
+    n = max(len(images), 1)
+    return {"nelbo": (recon_sum + kl_sum) / n, "recon": recon_sum / n, "kl": kl_sum / n}
+
+
+def to_tensor(images: np.ndarray, device: torch.device) -> torch.Tensor:
+    """uint8 N x C x H x W to float32 in [0, 1] on `device`."""
+    return torch.from_numpy(images).to(device).float().div_(255.0)
+
+
+def train(
+    cfg: TrainConfig,
+    out_dir: Path,
+    *,
+    latent_dim: int = 2,
+    channels: int | None = None,
+    height: int | None = None,
+    width: int | None = None,
+    resume: bool = False,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Train (or resume) a run in `out_dir`; returns the metrics also written to metrics.json.
+
+    Image shape settings left as None are taken from the data.
+    """
+    out_dir = Path(out_dir)
+    ckpt_path = out_dir / CHECKPOINT
+    state: dict[str, Any] | None = None
+    if resume:
+        state = load_checkpoint(ckpt_path)
+        cfg = replace(train_config_of(state), epochs=cfg.epochs, device=cfg.device)
+        model_cfg = ModelConfig.from_dict(state["model_config"])
+    else:
+        model_cfg = None
+    if cfg.num_threads:
+        torch.set_num_threads(cfg.num_threads)
+    device = resolve_device(cfg.device)
+
+    if model_cfg is not None:
+        channels, height, width = model_cfg.image_shape
+    data, train_set, val_set = load_split(cfg, channels=channels, height=height, width=width)
+    if model_cfg is None:
+        c, h, w = data.image_shape
+        model_cfg = ModelConfig(height=h, width=w, channels=c, latent_dim=latent_dim)
+    log.info(
+        "data %s: %d train, %d validation images of %s",
+        data.source,
+        len(train_set),
+        len(val_set),
+        "x".join(map(str, model_cfg.image_shape)),
+    )
+
+    torch.manual_seed(cfg.seed)  # weight initialisation
+    model = VAE(model_cfg).to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    gen = torch.Generator().manual_seed(cfg.seed)  # shuffling and posterior noise
+    history: list[dict[str, float]] = []
+    start_epoch = 0
+    if state is not None:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        gen.set_state(state["rng"])
+        history = list(state["history"])
+        start_epoch = int(state["epoch"])
+        log.info("resuming %s at epoch %d of %d", ckpt_path, start_epoch, cfg.epochs)
+        if start_epoch >= cfg.epochs:
+            log.info("nothing to do: the run already has %d epochs (raise --epochs)", start_epoch)
+
+    dataset_info = data.describe()
+    n_train = len(train_set)
+    n_batches = math.ceil(n_train / cfg.batch_size)
+    for epoch in range(start_epoch, cfg.epochs):
+        t0 = time.perf_counter()
+        model.train()
+        perm = torch.randperm(n_train, generator=gen).numpy()
+        sums = {"loss": 0.0, "recon": 0.0, "kl": 0.0}
+        bar = tqdm(
+            range(n_batches),
+            desc=f"epoch {epoch + 1}/{cfg.epochs}",
+            unit="batch",
+            disable=not progress,
+            leave=False,
+            mininterval=0.5,
+        )
+        for b in bar:
+            idx = perm[b * cfg.batch_size : (b + 1) * cfg.batch_size]
+            x = to_tensor(train_set.images[idx], device)
+            weight = kl_weight(cfg, epoch + b / n_batches)
+            recon, kl = elbo_terms(model, x, gen)
+            loss = (recon + weight * kl).mean()
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            batch = {
+                "loss": float(loss.detach()),
+                "recon": float(recon.detach().mean()),
+                "kl": float(kl.detach().mean()),
+            }
+            for key, value in batch.items():
+                sums[key] += value * len(idx)
+            bar.set_postfix(loss=f"{batch['loss']:.2f}", kl=f"{batch['kl']:.2f}")
+        row: dict[str, float] = {
+            "epoch": epoch + 1,
+            "kl_weight": kl_weight(cfg, epoch + 1),
+            "train_loss": sums["loss"] / n_train,
+            "train_nelbo": (sums["recon"] + sums["kl"]) / n_train,
+        }
+        if len(val_set):
+            val = evaluate_elbo(model, val_set.images, device, EVAL_SEED)
+            row.update({f"val_{k}": v for k, v in val.items()})
+        row["seconds"] = time.perf_counter() - t0
+        history.append(row)
+        log.info(
+            "epoch %d/%d %s",
+            epoch + 1,
+            cfg.epochs,
+            " ".join(f"{k}={v:.3f}" for k, v in row.items() if k != "epoch"),
+        )
+        save_checkpoint(
+            ckpt_path,
+            {
+                "model_config": model_cfg.to_dict(),
+                "train_config": cfg.to_dict(),
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "rng": gen.get_state(),
+                "epoch": epoch + 1,
+                "history": history,
+                "dataset": dataset_info,
+                "versions": versions(),
+            },
+        )
+        metrics = build_metrics(model, model_cfg, cfg, history, dataset_info, len(val_set))
+        (out_dir / METRICS).write_text(json.dumps(metrics, indent=2) + "\n")
+
+    metrics = build_metrics(model, model_cfg, cfg, history, dataset_info, len(val_set))
+    (out_dir / METRICS).write_text(json.dumps(metrics, indent=2) + "\n")
+    from vaeserve.training.pictures import write_pictures  # matplotlib only when needed
+
+    write_pictures(model.cpu(), val_set if len(val_set) else train_set, out_dir, seed=cfg.seed)
+    return metrics
+
+
+def versions() -> dict[str, str]:
+    return {"vaeserve": __version__, "torch": str(torch.__version__), "numpy": np.__version__}
+
+
+def build_metrics(
+    model: VAE,
+    model_cfg: ModelConfig,
+    cfg: TrainConfig,
+    history: list[dict[str, float]],
+    dataset: dict[str, Any],
+    n_val: int,
+) -> dict[str, Any]:
+    last = history[-1] if history else {}
+    return {
+        "final": {k: v for k, v in last.items() if k.startswith(("val_", "train_"))},
+        "epochs": len(history),
+        "train_seconds": sum(r["seconds"] for r in history),
+        "parameters": {
+            "encoder": count_parameters(model.encoder),
+            "decoder": count_parameters(model.decoder),
+        },
+        "validation_images": n_val,
+        "model_config": model_cfg.to_dict(),
+        "train_config": cfg.to_dict(),
+        "dataset": dataset,
+        "versions": versions(),
+        "history": history,
+    }
