@@ -46,3 +46,51 @@ def shapes_npz(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_shapes_npz(
         tmp_path_factory.mktemp("data") / "shapes.npz", n=320, seed=1, height=12, width=12
     )
+
+
+def save_untrained_checkpoint(
+    path: Path,
+    *,
+    height: int = 12,
+    width: int = 12,
+    channels: int = 1,
+    latent_dim: int = 3,
+    seed: int = 0,
+) -> Path:
+    """A checkpoint of a randomly initialised VAE, as `vaeserve train` would write it."""
+    import torch
+
+    from vaeserve.training.checkpoint import save_checkpoint
+    from vaeserve.training.config import ModelConfig, TrainConfig
+    from vaeserve.training.model import VAE
+
+    cfg = ModelConfig(height=height, width=width, channels=channels, latent_dim=latent_dim)
+    torch.manual_seed(seed)
+    model = VAE(cfg)
+    save_checkpoint(
+        path,
+        {
+            "model_config": cfg.to_dict(),
+            "train_config": TrainConfig(data=str(path.parent / "no-such-data")).to_dict(),
+            "model": model.state_dict(),
+            "optimizer": {},
+            "rng": torch.Generator().manual_seed(seed).get_state(),
+            "epoch": 0,
+            "history": [],
+            "dataset": {"source": "none (untrained test model)"},
+            "versions": {},
+        },
+    )
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A model repository with one small untrained model, `tiny` version 1 (12x12x1, latent 3),
+    exported with the real exporter. Session-scoped: tests must not modify it (copy it first)."""
+    from vaeserve.export.onnx_export import export_model
+
+    root = tmp_path_factory.mktemp("repo")
+    ckpt = save_untrained_checkpoint(root.parent / f"{root.name}-tiny.pt")
+    export_model(ckpt, root, "tiny", 1, batch_sizes=(1, 3, 64))
+    return root

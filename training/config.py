@@ -47,8 +47,8 @@ class TrainConfig:
 
     data: str
     """Path of the dataset file or folder."""
-    epochs: int = 30
-    batch_size: int = 128
+    epochs: int = 50
+    batch_size: int = 32
     lr: float = 1e-3
     beta: float = 1.0
     """Weight of the KL term (1 gives the true ELBO)."""

@@ -1,0 +1,60 @@
+"""Run exported graphs with ONNX Runtime and numpy alone: parity checks and the ELBO from ONNX.
+
+No torch here, so a model can be checked where only the `serve` extra is installed.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+# float32 sigmoid outputs reach exactly 0 or 1 for large logits; clipping bounds the per-pixel
+# loss at -log(1e-7) ~ 16 nats instead of infinity (torch computes from logits and never clips).
+_PROB_EPS = 1e-7
+
+
+def cpu_session(path: Path, threads: int = 0) -> ort.InferenceSession:
+    """A deterministic CPU session for checks (the service builds its own, tuned sessions)."""
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.log_severity_level = 3
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def run_batched(
+    session: ort.InferenceSession, array: np.ndarray, batch: int = 1024
+) -> list[np.ndarray]:
+    """All outputs of `session` for `array`, fed in chunks of `batch` rows."""
+    name = session.get_inputs()[0].name
+    chunks = [session.run(None, {name: array[i : i + batch]}) for i in range(0, len(array), batch)]
+    return [np.concatenate([c[k] for c in chunks]) for k in range(len(chunks[0]))]
+
+
+def onnx_elbo(
+    encoder: ort.InferenceSession,
+    decoder: ort.InferenceSession,
+    images: np.ndarray,
+    seed: int = 0,
+) -> dict[str, float]:
+    """Mean NELBO, Bernoulli reconstruction NLL and KL per image (nats) from the two graphs.
+
+    `images` are uint8 N x C x H x W. One posterior sample per image, drawn with numpy from `seed`.
+    """
+    x = images.astype(np.float32) / 255.0
+    z_mean, z_log_var = run_batched(encoder, x)
+    eps = np.random.default_rng(seed).standard_normal(z_mean.shape).astype(np.float32)
+    z = z_mean + np.exp(0.5 * z_log_var) * eps
+    (probs,) = run_batched(decoder, z)
+    p = np.clip(probs.astype(np.float64), _PROB_EPS, 1.0 - _PROB_EPS)
+    xd = x.astype(np.float64)
+    recon = -(xd * np.log(p) + (1.0 - xd) * np.log1p(-p)).reshape(len(x), -1).sum(axis=1)
+    mu, lv = z_mean.astype(np.float64), z_log_var.astype(np.float64)
+    kl = 0.5 * (mu**2 + np.exp(lv) - 1.0 - lv).sum(axis=1)
+    return {
+        "nelbo": float((recon + kl).mean()),
+        "recon": float(recon.mean()),
+        "kl": float(kl.mean()),
+        "images": len(x),
+    }
