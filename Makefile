@@ -9,12 +9,14 @@ PYTEST_ARGS ?= -n 2
 MNIST ?= ../shared/datasets/mnist/t10k-images-idx3-ubyte.gz
 RUN ?= runs/mnist
 
-.PHONY: help venv test lint format train train-mnist clean
+.PHONY: help venv test lint format train train-mnist default-model serve stubs clean
 
 help:
 	@echo "make train   train a model (MNIST from ../shared if present, else generated shapes)"
 	@echo "make test    lint and run the whole test suite"
 	@echo "make format  apply ruff's formatting and fixes"
+	@echo "make serve   serve the bundled MNIST model over gRPC on :8001 (metrics on :8002)"
+	@echo "make stubs   regenerate the gRPC stubs from protos/vaeserve/v1/vae.proto"
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -47,10 +49,53 @@ train: venv
 	fi
 
 # The documented MNIST run (docs/training.md): 9,000 train / 1,000 validation, seed 0, latent 2.
+TRAIN_MNIST = $(BIN)/vaeserve train --data $(MNIST) --latent-dim 2 --seed 0 --val-fraction 0.1 \
+	--epochs 50 --batch-size 32 --lr 0.001 --kl-warmup 5
 train-mnist: venv
-	$(BIN)/vaeserve train --data $(MNIST) --out $(RUN) --latent-dim 2 --seed 0 \
-		--val-fraction 0.1 --epochs 50 --batch-size 32
+	$(TRAIN_MNIST) --out $(RUN)
 	$(BIN)/vaeserve evaluate --checkpoint $(RUN)/checkpoint.pt --split val --iw-samples 100
+
+# Rebuild the bundled default model (package data) from the MNIST files: train, then export.
+DEFAULT_MODEL := vaeserve/models
+default-model: venv
+	$(TRAIN_MNIST) --out runs/default-model --quiet
+	$(BIN)/vaeserve export --checkpoint runs/default-model/checkpoint.pt \
+		--repository $(DEFAULT_MODEL) --name mnist --version 1 --force \
+		--command-note "make default-model"
+	$(BIN)/vaeserve evaluate --checkpoint runs/default-model/checkpoint.pt --split val \
+		--iw-samples 100 --quiet > runs/default-model/evaluate.json
+	mkdir -p docs/images && cp runs/default-model/*.png docs/images/
+
+# The gRPC service on the bundled model (docs/service.md). Flags or VAESERVE_* variables
+# change its settings, e.g. `make serve SERVE_ARGS="--port 9001 --providers cpu"`.
+SERVE_ARGS ?=
+serve: venv
+	$(BIN)/vaeserve serve $(SERVE_ARGS)
+
+# Regenerate the checked-in stubs (a test fails when they are stale).
+stubs: venv
+	$(BIN)/python protos/generate.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .ruff_cache
+
+# Offline deployment checks (no cluster, no Docker engine): lint the Dockerfile, render every
+# kustomize overlay and validate each object against the Kubernetes schemas of the oldest
+# supported version (1.27, native gRPC probes) and of the newest one kubernetes-validate ships.
+.PHONY: deploy-check
+deploy-check: venv
+	$(BIN)/hadolint deploy/Dockerfile
+	@set -e; rendered=$$(mktemp); trap 'rm -f "$$rendered"' EXIT; \
+	for overlay in deploy/k8s/overlays/*/; do \
+		echo "kustomize $$overlay"; \
+		$(BIN)/kubectl kustomize $$overlay > "$$rendered"; \
+		$(BIN)/kubernetes-validate --strict --quiet -k 1.27.0 "$$rendered"; \
+		$(BIN)/kubernetes-validate --strict --quiet "$$rendered"; \
+	done
+	$(BIN)/pytest -q tests/unit/test_deploy.py
+
+# Benchmarks (docs/performance.md): the service against in-process ONNX Runtime and PyTorch.
+BENCH_ARGS ?=
+.PHONY: bench
+bench: venv
+	$(BIN)/python -m benchmarks.run $(BENCH_ARGS)

@@ -98,6 +98,129 @@ def _evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _export(args: argparse.Namespace) -> int:
+    with needs_extra("train", "export"):
+        from vaeserve.export.onnx_export import export_model
+
+        sizes = tuple(int(b) for b in args.batch_sizes.split(","))
+        result = export_model(
+            args.checkpoint,
+            args.repository,
+            args.name,
+            args.version,
+            batch_sizes=sizes,
+            tolerance=args.tolerance,
+            optimize=args.optimize,
+            fp16=args.fp16,
+            data=args.data,
+            command=args.command_note,
+            force=args.force,
+        )
+    meta = result.meta
+    summary = {
+        "directory": str(result.directory),
+        "encoder_max_abs_diff": meta["parity"]["encoder_max_abs_diff"],
+        "decoder_max_abs_diff": meta["parity"]["decoder_max_abs_diff"],
+        "metrics": meta["metrics"],
+        "variants": sorted(meta["variants"]),
+    }
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
+# `vaeserve serve` flags: one per Settings field (tests/unit/test_service_config.py keeps them in
+# step). Defaults are None, so a flag left out falls through to VAESERVE_* and then the default.
+SERVE_FLAGS: dict[str, tuple[type | None, str]] = {
+    "repository": (Path, "model repository root; default: the bundled MNIST model"),
+    "host": (str, "bind address (default 0.0.0.0)"),
+    "port": (int, "gRPC port; 0 picks a free one (default 8001)"),
+    "metrics_port": (
+        int,
+        "Prometheus /metrics port; 0 disables, -1 picks a free one (default 8002)",
+    ),
+    "providers": (str, "ONNX Runtime providers, comma-separated from cuda,cpu (default cuda,cpu)"),
+    "require_gpu": (None, "fail at start-up when CUDA was asked for but does not work"),
+    "threads": (int, "intra-op threads per session; 0 = the CPUs this container may use"),
+    "max_batch_size": (int, "most images per ONNX Runtime run (default 256)"),
+    "max_delay_ms": (float, "how long a batch waits for more requests, ms (default 2)"),
+    "max_queue": (int, "requests waiting per graph before RESOURCE_EXHAUSTED (default 1024)"),
+    "max_message_bytes": (int, "largest gRPC message in bytes (default 32 MiB)"),
+    "max_images_per_request": (int, "most images or latents per Encode/Decode (default 1024)"),
+    "max_sample_n": (int, "largest n for Sample (default 1024)"),
+    "max_stream_n": (int, "largest n for SampleStream (default 1000000)"),
+    "drain_grace_s": (float, "seconds SIGTERM waits for in-flight requests (default 20)"),
+    "max_connection_age_s": (float, "close client connections after this long; 0 = never"),
+    "port_file": (Path, "write the bound ports as JSON to this file once ready"),
+    "log_level": (str, "DEBUG, INFO, WARNING or ERROR (default INFO)"),
+}
+
+
+def _serve(args: argparse.Namespace) -> int:
+    with needs_extra("serve", "serve"):
+        import asyncio
+
+        from pydantic import ValidationError
+
+        from vaeserve.service.config import Settings
+        from vaeserve.service.errors import StartupError
+        from vaeserve.service.grpc.server import serve
+
+        given = {name: getattr(args, f"serve_{name}") for name in SERVE_FLAGS}
+        try:
+            settings = Settings(**{k: v for k, v in given.items() if v is not None})
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"{'.'.join(str(p) for p in e['loc']) or 'settings'}: {e['msg']}"
+                for e in exc.errors()
+            )
+            raise UsageError(f"bad settings (flags or VAESERVE_* variables): {problems}") from None
+        logging.getLogger().setLevel(settings.log_level)
+        try:
+            asyncio.run(serve(settings))
+        except StartupError as exc:
+            print(f"vaeserve serve: error: {exc}", file=sys.stderr)
+            return 1
+    return 0
+
+
+def _generate(args: argparse.Namespace) -> int:
+    with needs_extra("serve", "generate"):
+        import grpc
+
+        from vaeserve.service.client import VaeClient
+        from vaeserve.service.client.generate import generate
+
+        client = VaeClient(
+            args.target, model=args.model, version=args.version, timeout=args.timeout
+        )
+        try:
+            result = generate(
+                client,
+                args.out,
+                args.n,
+                seed=args.seed,
+                temperature=args.temperature,
+                grid=args.grid,
+                grid_max=args.grid_max,
+                chunk_size=args.chunk_size,
+                progress=not args.quiet,
+            )
+        except grpc.RpcError as exc:  # the server said no, or could not be reached
+            print(f"vaeserve generate: {exc.code().name}: {exc.details()}", file=sys.stderr)
+            return 1
+        finally:
+            client.close()
+    summary = {
+        "out": str(result.out),
+        "written": result.written,
+        "skipped": result.skipped,
+        "seed": result.seed,
+        "contact_sheet": str(result.grid) if result.grid else None,
+    }
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
 def _image_size(text: str) -> tuple[int, int]:
     """`28` or `32x48` (height x width)."""
     try:
@@ -135,8 +258,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="N or HxW; default: the data's size (folders: the first image's)",
     )
     p.add_argument("--channels", type=int, choices=[1, 3], default=None, help="default: the data's")
-    p.add_argument("--epochs", type=int, default=30)
-    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--epochs", type=int, default=50)
+    p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--beta", type=float, default=1.0, help="weight of the KL term")
     p.add_argument(
@@ -173,6 +296,91 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_evaluate)
+
+    p = sub.add_parser(
+        "export",
+        help="export a checkpoint to ONNX in a model repository (extra: train)",
+        description="Write REPOSITORY/NAME/VERSION/{encoder.onnx, decoder.onnx, model.json}, "
+        "after onnx.checker and a parity check against PyTorch on random and real inputs.",
+    )
+    p.add_argument("--checkpoint", type=Path, required=True)
+    p.add_argument("--repository", type=Path, required=True, help="model repository root")
+    p.add_argument("--name", required=True, help="model name (letters, digits, _ . -)")
+    p.add_argument("--version", type=int, required=True, help="positive integer")
+    p.add_argument("--batch-sizes", default="1,7,1024", help="parity is checked at each")
+    p.add_argument("--tolerance", type=float, default=1e-4, help="max |onnxruntime - torch|")
+    p.add_argument(
+        "--optimize",
+        action="store_true",
+        help="also write ONNX Runtime-optimized copies (*.optimized.onnx)",
+    )
+    p.add_argument(
+        "--fp16",
+        action="store_true",
+        help="also write a float16 decoder for GPUs (decoder.fp16.onnx)",
+    )
+    p.add_argument(
+        "--data",
+        default=None,
+        help="real images for parity and metrics; default: the run's own data",
+    )
+    p.add_argument(
+        "--command-note",
+        default=None,
+        help="the command that built this model, recorded in model.json",
+    )
+    p.add_argument("--force", action="store_true", help="replace an existing version")
+    p.set_defaults(func=_export)
+
+    p = sub.add_parser(
+        "serve",
+        help="serve a model repository over gRPC (extra: serve)",
+        description="Serve the encoder and decoder of every model in a repository over gRPC "
+        "(vaeserve.v1.VaeService) on ONNX Runtime, with health, reflection and Prometheus "
+        "metrics. Each flag overrides its VAESERVE_* environment variable (e.g. --max-batch-size "
+        "and VAESERVE_MAX_BATCH_SIZE). SIGTERM drains in-flight requests, then exits.",
+    )
+    for name, (kind, text) in SERVE_FLAGS.items():
+        flag, dest = "--" + name.replace("_", "-"), f"serve_{name}"
+        if kind is None:
+            p.add_argument(flag, dest=dest, action=argparse.BooleanOptionalAction, help=text)
+        else:
+            p.add_argument(
+                flag, dest=dest, type=kind, default=None, metavar=name.upper(), help=text
+            )
+    p.set_defaults(func=_serve)
+
+    p = sub.add_parser(
+        "generate",
+        help="write N sampled images from a running server as PNG files (extra: serve)",
+        description="Stream N samples from a vaeserve server into DIR/NNNNNN.png plus a "
+        "contact sheet. Re-running the same command fetches only the images still missing.",
+    )
+    p.add_argument("--target", default="localhost:8001", help="server HOST:PORT")
+    p.add_argument("--n", type=int, required=True, help="number of images")
+    p.add_argument("--out", type=Path, required=True, help="output folder")
+    p.add_argument(
+        "--seed",
+        type=int,
+        default=None,
+        help="default: a random seed, recorded in DIR/generate.json",
+    )
+    p.add_argument("--temperature", type=float, default=1.0, help="prior std scale")
+    p.add_argument(
+        "--grid", type=Path, default=None, help="contact sheet path; default DIR/contact_sheet.png"
+    )
+    p.add_argument(
+        "--grid-max",
+        type=int,
+        default=1024,
+        help="images on the contact sheet (the first ones); 0 = no sheet",
+    )
+    p.add_argument("--model", default="", help="model name; default: the server's default")
+    p.add_argument("--version", type=int, default=0, help="model version; 0 = highest")
+    p.add_argument("--chunk-size", type=int, default=0, help="images per streamed message")
+    p.add_argument("--timeout", type=float, default=30.0, help="deadline of each unary call, s")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_generate)
     return parser
 
 

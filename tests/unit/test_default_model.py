@@ -9,14 +9,11 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import onnx
 import pytest
 import torch
-from onnx import numpy_helper
 
+from vaeserve.export.from_onnx import torch_model_from_spec
 from vaeserve.service.repository import ModelRepository, bundled_repository
-from vaeserve.training.config import ModelConfig
-from vaeserve.training.model import VAE
 
 MNIST = Path(__file__).resolve().parents[2].parent / "shared" / "datasets" / "mnist"
 MNIST_IMAGES = MNIST / "t10k-images-idx3-ubyte.gz"
@@ -37,19 +34,6 @@ def test_bundled_model_is_found_and_small(spec):
     assert meta["dataset"]["md5"] == "9fb629c4189551a2d022fa330f9573f3"
     assert meta["metrics"]["onnx_validation"]["nelbo"] <= NELBO_LIMIT
     assert meta["metrics"]["training"]["val_kl"] >= 3.0  # the latent is used
-
-
-def _torch_model_from_onnx(spec) -> VAE:
-    """Rebuild the PyTorch model from the graphs' own initializers (named after its parameters)."""
-    model = VAE(ModelConfig(latent_dim=2))
-    state = {}
-    for graph, prefix in (("encoder", "encoder."), ("decoder", "decoder.")):
-        for init in onnx.load(str(spec.graph_path(graph))).graph.initializer:
-            key = prefix + init.name
-            if key in model.state_dict():
-                state[key] = torch.from_numpy(numpy_helper.to_array(init).copy())
-    model.load_state_dict(state)  # strict: every parameter must have come from the graphs
-    return model.eval()
 
 
 def test_runs_without_torch_and_matches_pytorch(spec, tmp_path):
@@ -79,7 +63,7 @@ np.savez({str(out)!r}, **arrays)
     )
     assert result.returncode == 0, result.stderr
     arrays = np.load(out)
-    model = _torch_model_from_onnx(spec)
+    model = torch_model_from_spec(spec)  # PyTorch rebuilt from the graphs' initializers
     with torch.no_grad():
         for n in (1, 7, 1024):
             mu, lv = model.encode(torch.from_numpy(arrays[f"x{n}"]))

@@ -1,0 +1,30 @@
+"""Rebuild the PyTorch VAE from exported graphs, using the graphs' own initializers.
+
+The exporter names every initializer after the module parameter it came from, so a served model
+can be compared with (or benchmarked against) PyTorch without its training checkpoint.
+"""
+
+from __future__ import annotations
+
+import onnx
+import torch
+from onnx import numpy_helper
+
+from vaeserve.service.repository import ModelSpec
+from vaeserve.training.config import ModelConfig
+from vaeserve.training.model import VAE
+
+
+def torch_model_from_spec(spec: ModelSpec) -> VAE:
+    """The VAE of a repository model version, in eval mode, with the weights of its graphs."""
+    c, h, w = spec.image_shape
+    model = VAE(ModelConfig(height=h, width=w, channels=c, latent_dim=spec.latent_dim))
+    wanted = model.state_dict()
+    state = {}
+    for graph in ("encoder", "decoder"):
+        for init in onnx.load(str(spec.graph_path(graph))).graph.initializer:
+            key = f"{graph}.{init.name}"
+            if key in wanted:
+                state[key] = torch.from_numpy(numpy_helper.to_array(init).copy())
+    model.load_state_dict(state)  # strict: every parameter must come from the graphs
+    return model.eval()

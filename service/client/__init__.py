@@ -1,0 +1,13 @@
+"""The Python client of vaeserve.v1.VaeService (numpy in, numpy out) and `vaeserve generate`.
+
+Needs grpcio and protobuf, not onnxruntime: a client machine installs no runtime.
+"""
+
+from vaeserve.service.client.client import (
+    EncodeResult,
+    ModelInfo,
+    SampleResult,
+    VaeClient,
+)
+
+__all__ = ["EncodeResult", "ModelInfo", "SampleResult", "VaeClient"]

@@ -1,0 +1,330 @@
+"""VaeClient: numpy arrays in and out, deadlines on every call, retries on UNAVAILABLE.
+
+UNAVAILABLE means the request never ran (server starting, draining, connection lost), so it is
+safe to retry, with exponential backoff inside the call's deadline. A SampleStream interrupted
+that way resumes from the first image not yet received (same seed, `offset`), so callers see one
+unbroken stream. Other errors are raised as grpc.RpcError; `.code()` and `.details()` say why.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, Literal, TypeVar, overload
+
+import grpc
+import numpy as np
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from vaeserve.service.grpc.tensors import to_array, to_tensor
+from vaeserve.v1 import vae_pb2 as pb
+from vaeserve.v1 import vae_pb2_grpc
+
+log = logging.getLogger(__name__)
+
+ImageFormat = Literal["float32", "uint8", "png"]
+FORMATS = {
+    "float32": pb.IMAGE_FORMAT_FLOAT32,
+    "uint8": pb.IMAGE_FORMAT_UINT8,
+    "png": pb.IMAGE_FORMAT_PNG,
+}
+READINESS = "vaeserve.v1.VaeService"
+T = TypeVar("T")
+
+
+@dataclass
+class EncodeResult:
+    z_mean: np.ndarray
+    z_log_var: np.ndarray
+    z: np.ndarray | None
+    seed: int
+
+
+@dataclass
+class SampleResult:
+    """Images (array for float32/uint8, else None), PNG files (png format, else None), the
+    latents they were decoded from, the seed, and the index of the first image."""
+
+    images: np.ndarray | None
+    png: list[bytes] | None
+    latents: np.ndarray
+    seed: int
+    offset: int
+
+    def __len__(self) -> int:
+        return len(self.latents)
+
+
+@dataclass
+class ModelInfo:
+    name: str
+    version: int
+    latent_dim: int
+    image_shape: tuple[int, int, int]
+    encoder_sha256: str
+    decoder_sha256: str
+    providers: list[str]
+    requested_providers: list[str]
+    gpu_fallback: bool
+    threads: int
+    limits: dict[str, Any]
+    models: list[tuple[str, int]]
+    server_version: str
+    onnxruntime_version: str
+    metadata: dict[str, Any] = field(repr=False)
+
+
+class VaeClient:
+    """A blocking client for vaeserve.v1.VaeService. Use as a context manager, or call close().
+
+    `timeout` is the default deadline of each call in seconds (streams: of the whole stream,
+    None = no deadline); `retries` is how many times UNAVAILABLE is retried.
+    """
+
+    def __init__(
+        self,
+        target: str,
+        *,
+        model: str = "",
+        version: int = 0,
+        timeout: float | None = 30.0,
+        retries: int = 5,
+        backoff_s: float = 0.1,
+        max_backoff_s: float = 2.0,
+        max_message_bytes: int = 64 * 1024 * 1024,
+        options: list[tuple[str, Any]] | None = None,
+    ) -> None:
+        self.target = target
+        self.model = model
+        self.version = version
+        self.timeout = timeout
+        self.retries = retries
+        self.backoff_s = backoff_s
+        self.max_backoff_s = max_backoff_s
+        channel_options = [
+            ("grpc.max_receive_message_length", max_message_bytes),
+            ("grpc.max_send_message_length", max_message_bytes),
+            ("grpc.keepalive_time_ms", 30_000),
+            *(options or []),
+        ]
+        self.channel = grpc.insecure_channel(target, options=channel_options)
+        self.stub = vae_pb2_grpc.VaeServiceStub(self.channel)
+        self.health_stub = health_pb2_grpc.HealthStub(self.channel)
+
+    def close(self) -> None:
+        self.channel.close()
+
+    def __enter__(self) -> VaeClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- the RPCs -------------------------------------------------------------------------
+
+    def encode(
+        self,
+        images: np.ndarray,
+        *,
+        sample: bool = False,
+        seed: int | None = None,
+        timeout: float | None = None,
+    ) -> EncodeResult:
+        """Images [N, C, H, W] (uint8, or float in [0, 1]) -> posterior mean and log-variance."""
+        request = pb.EncodeRequest(
+            model=self.model,
+            version=self.version,
+            images=to_tensor(_images(images)),
+            sample=sample,
+            seed=seed,
+        )
+        reply: pb.EncodeResponse = self._unary(self.stub.Encode, request, timeout)
+        z = to_array(reply.z, "z") if reply.HasField("z") else None
+        return EncodeResult(
+            to_array(reply.z_mean, "z_mean"),
+            to_array(reply.z_log_var, "z_log_var"),
+            z,
+            reply.seed,
+        )
+
+    @overload
+    def decode(
+        self,
+        latents: np.ndarray,
+        *,
+        format: Literal["float32", "uint8"] = ...,
+        timeout: float | None = ...,
+    ) -> np.ndarray: ...
+    @overload
+    def decode(
+        self, latents: np.ndarray, *, format: Literal["png"], timeout: float | None = ...
+    ) -> list[bytes]: ...
+    def decode(
+        self, latents: np.ndarray, *, format: ImageFormat = "float32", timeout: float | None = None
+    ) -> np.ndarray | list[bytes]:
+        """Latents [N, L] -> images [N, C, H, W] (float32 or uint8), or PNG files."""
+        request = pb.DecodeRequest(
+            model=self.model,
+            version=self.version,
+            latents=to_tensor(np.asarray(latents, dtype=np.float32)),
+            format=FORMATS[format],
+        )
+        reply: pb.DecodeResponse = self._unary(self.stub.Decode, request, timeout)
+        return list(reply.png) if format == "png" else to_array(reply.images, "images")
+
+    def sample(
+        self,
+        n: int,
+        *,
+        seed: int | None = None,
+        temperature: float | None = None,
+        format: ImageFormat = "float32",
+        offset: int = 0,
+        timeout: float | None = None,
+    ) -> SampleResult:
+        """n images from the prior; the same seed gives the same images."""
+        request = self._sample_request(n, seed, temperature, format, offset, 0)
+        return _sample_result(self._unary(self.stub.Sample, request, timeout))
+
+    def sample_stream(
+        self,
+        n: int,
+        *,
+        seed: int | None = None,
+        temperature: float | None = None,
+        format: ImageFormat = "png",
+        offset: int = 0,
+        chunk_size: int = 0,
+        timeout: float | None = None,
+    ) -> Iterator[SampleResult]:
+        """Sample for large n, chunk by chunk, in order; resumes after UNAVAILABLE."""
+        deadline = _deadline(timeout)
+        done, attempt = 0, 0
+        while done < n:
+            request = self._sample_request(
+                n - done, seed, temperature, format, offset + done, chunk_size
+            )
+            try:
+                for reply in self.stub.SampleStream(request, timeout=_left(deadline)):
+                    chunk = _sample_result(reply)
+                    seed, done, attempt = chunk.seed, done + len(chunk), 0
+                    yield chunk
+                return
+            except grpc.RpcError as exc:
+                attempt += 1
+                self._backoff_or_raise(exc, attempt, deadline)
+                log.info("SampleStream interrupted (%s); resuming at %d", _code(exc), offset + done)
+
+    def model_info(self, timeout: float | None = None) -> ModelInfo:
+        request = pb.GetModelInfoRequest(model=self.model, version=self.version)
+        r: pb.GetModelInfoResponse = self._unary(self.stub.GetModelInfo, request, timeout)
+        limits = {f.name: getattr(r.limits, f.name) for f in r.limits.DESCRIPTOR.fields}
+        c, h, w = (int(d) for d in r.image_shape)
+        return ModelInfo(
+            r.name,
+            r.version,
+            r.latent_dim,
+            (c, h, w),
+            r.encoder_sha256,
+            r.decoder_sha256,
+            list(r.providers),
+            list(r.requested_providers),
+            r.gpu_fallback,
+            r.threads,
+            limits,
+            [(m.name, m.version) for m in r.models],
+            r.server_version,
+            r.onnxruntime_version,
+            json.loads(r.metadata_json or "{}"),
+        )
+
+    def health(self, service: str = READINESS, timeout: float | None = 5.0) -> str:
+        """ "SERVING", "NOT_SERVING", ... of a health service name ("" is liveness)."""
+        reply = self.health_stub.Check(
+            health_pb2.HealthCheckRequest(service=service), timeout=timeout
+        )
+        return str(health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status))
+
+    def wait_ready(self, timeout: float = 30.0) -> None:
+        """Block until readiness is SERVING; TimeoutError after `timeout` seconds."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                if self.health(timeout=max(0.1, deadline - time.monotonic())) == "SERVING":
+                    return
+            except grpc.RpcError:
+                pass
+            if time.monotonic() >= deadline:
+                raise TimeoutError(f"{self.target} not ready after {timeout}s")
+            time.sleep(0.1)
+
+    # --- plumbing -----------------------------------------------------------------------
+
+    def _sample_request(
+        self,
+        n: int,
+        seed: int | None,
+        temperature: float | None,
+        format: ImageFormat,
+        offset: int,
+        chunk_size: int,
+    ) -> pb.SampleRequest:
+        return pb.SampleRequest(
+            model=self.model,
+            version=self.version,
+            n=n,
+            seed=seed,
+            temperature=temperature,
+            format=FORMATS[format],
+            offset=offset,
+            chunk_size=chunk_size,
+        )
+
+    def _unary(self, method: Callable[..., T], request: Any, timeout: float | None) -> T:
+        deadline = _deadline(self.timeout if timeout is None else timeout)
+        attempt = 0
+        while True:
+            try:
+                return method(request, timeout=_left(deadline))
+            except grpc.RpcError as exc:
+                attempt += 1
+                self._backoff_or_raise(exc, attempt, deadline)
+
+    def _backoff_or_raise(self, exc: grpc.RpcError, attempt: int, deadline: float | None) -> None:
+        """Sleep before retry `attempt` of an UNAVAILABLE call, or re-raise `exc`."""
+        if _code(exc) != grpc.StatusCode.UNAVAILABLE or attempt > self.retries:
+            raise exc
+        pause = min(self.max_backoff_s, self.backoff_s * 2 ** (attempt - 1))
+        pause *= random.uniform(0.5, 1.0)  # jitter: replicas' clients do not retry in lockstep
+        if deadline is not None and time.monotonic() + pause >= deadline:
+            raise exc
+        log.debug("UNAVAILABLE from %s; retry %d in %.2fs", self.target, attempt, pause)
+        time.sleep(pause)
+
+
+def _images(images: np.ndarray) -> np.ndarray:
+    array = np.asarray(images)
+    return array if array.dtype == np.uint8 else array.astype(np.float32, copy=False)
+
+
+def _sample_result(reply: pb.SampleResponse) -> SampleResult:
+    images = to_array(reply.images, "images") if reply.HasField("images") else None
+    png = list(reply.png) if reply.png else None
+    return SampleResult(images, png, to_array(reply.latents, "latents"), reply.seed, reply.offset)
+
+
+def _code(exc: grpc.RpcError) -> grpc.StatusCode | None:
+    code = getattr(exc, "code", None)
+    return code() if callable(code) else None
+
+
+def _deadline(timeout: float | None) -> float | None:
+    return None if timeout is None else time.monotonic() + timeout
+
+
+def _left(deadline: float | None) -> float | None:
+    return None if deadline is None else max(0.001, deadline - time.monotonic())

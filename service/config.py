@@ -1,0 +1,155 @@
+"""The server's one settings object: flags override `VAESERVE_*` environment variables, which
+override the defaults below. Built in `main` and passed into constructors; nothing here reads the
+environment at import time. Field names and variables are a contract with deploy/k8s."""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PROVIDER_NAMES = {"cuda": "CUDAExecutionProvider", "cpu": "CPUExecutionProvider"}
+LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
+
+
+class Settings(BaseSettings):
+    """Everything `vaeserve serve` can be told; each field is also `VAESERVE_<FIELD>`."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="VAESERVE_", extra="forbid", frozen=True, use_attribute_docstrings=True
+    )
+
+    repository: Path | None = None
+    """Model repository root (ROOT/NAME/VERSION/...); None serves the bundled MNIST model."""
+
+    host: str = "0.0.0.0"
+    """Address the gRPC server binds ("0.0.0.0" all IPv4, "[::]" all IPv6, "127.0.0.1" local)."""
+
+    port: int = Field(8001, ge=0, le=65535)
+    """gRPC port; 0 picks a free one (logged, and written to `port_file`)."""
+
+    metrics_port: int = Field(8002, ge=-1, le=65535)
+    """Prometheus /metrics HTTP port; 0 disables metrics over HTTP, -1 picks a free port."""
+
+    providers: str = "cuda,cpu"
+    """ONNX Runtime providers in priority order, comma-separated from "cuda" and "cpu".
+    "cuda,cpu" uses CUDA where it really works and the CPU otherwise (with a warning)."""
+
+    require_gpu: bool = False
+    """Fail at start-up, instead of warning, when CUDA was requested but sessions run on CPU."""
+
+    threads: int = Field(0, ge=0)
+    """ONNX Runtime intra-op threads per session; 0 = the CPUs this container may use
+    (cgroup cpu quota and CPU affinity, not the host's CPU count)."""
+
+    max_batch_size: int = Field(256, ge=1)
+    """Most images in one ONNX Runtime run: bigger requests are split, concurrent ones merged."""
+
+    max_delay_ms: float = Field(2.0, ge=0.0, le=10_000.0)
+    """How long the first request of a batch waits for others to join it, in milliseconds."""
+
+    max_queue: int = Field(1024, ge=1)
+    """Requests waiting per graph; beyond it new requests get RESOURCE_EXHAUSTED."""
+
+    max_message_bytes: int = Field(32 * 1024 * 1024, ge=64 * 1024)
+    """Largest gRPC message received or sent, in bytes."""
+
+    max_images_per_request: int = Field(1024, ge=1)
+    """Most images (Encode) or latents (Decode) in one request."""
+
+    max_sample_n: int = Field(1024, ge=1)
+    """Largest n for the unary Sample; more goes through SampleStream."""
+
+    max_stream_n: int = Field(1_000_000, ge=1)
+    """Largest n for SampleStream."""
+
+    drain_grace_s: float = Field(20.0, ge=0.0)
+    """On SIGTERM: seconds to let in-flight requests finish before the server stops."""
+
+    max_connection_age_s: float = Field(300.0, ge=0.0)
+    """Close client connections after this long (0 = never), so load spreads over new replicas."""
+
+    port_file: Path | None = None
+    """If set, write {"port": ..., "metrics_port": ...} as JSON here once the server is ready."""
+
+    log_level: LogLevel = "INFO"
+    """Logging level of the server."""
+
+    @field_validator("providers")
+    @classmethod
+    def _known_providers(cls, value: str) -> str:
+        names = [p.strip().lower() for p in value.split(",") if p.strip()]
+        unknown = sorted(set(names) - set(PROVIDER_NAMES))
+        if not names or unknown:
+            raise ValueError(
+                f"providers must be a comma-separated list of {sorted(PROVIDER_NAMES)}, "
+                f"got {value!r}"
+            )
+        return ",".join(dict.fromkeys(names))
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper(cls, value: object) -> object:
+        return value.upper() if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _gpu_requested(self) -> Settings:
+        if self.require_gpu and "cuda" not in self.provider_list:
+            raise ValueError("require_gpu needs 'cuda' in providers")
+        return self
+
+    @property
+    def provider_list(self) -> list[str]:
+        """Short names, e.g. ["cuda", "cpu"]."""
+        return self.providers.split(",")
+
+    @property
+    def ort_providers(self) -> list[str]:
+        """ONNX Runtime names, with the CPU provider always last as the fallback."""
+        names = [PROVIDER_NAMES[p] for p in self.provider_list]
+        if PROVIDER_NAMES["cpu"] not in names:
+            names.append(PROVIDER_NAMES["cpu"])
+        return names
+
+    def resolved_threads(self) -> int:
+        """`threads`, or the CPUs this container may use when it is 0."""
+        return self.threads or available_cpus()
+
+
+def available_cpus(cgroup_root: Path = Path("/sys/fs/cgroup")) -> int:
+    """CPUs this process may use: the affinity mask, capped by a cgroup CPU quota (v2 or v1).
+
+    os.cpu_count() reports the host's CPUs; a container limited to 2 CPUs on a 64-core host
+    that starts 64 threads per session spends its quota on contention.
+    """
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        cpus = os.cpu_count() or 1
+    quota = _cgroup_quota(cgroup_root)
+    if quota is not None:
+        cpus = min(cpus, max(1, math.ceil(quota)))
+    return max(1, cpus)
+
+
+def _cgroup_quota(root: Path) -> float | None:
+    """CPU quota in CPUs from cgroup v2 `cpu.max` or v1 `cpu.cfs_quota_us`; None if unlimited."""
+    try:
+        v2 = root / "cpu.max"
+        if v2.is_file():
+            quota, _, period = v2.read_text().strip().partition(" ")
+            if quota == "max":
+                return None
+            return int(quota) / int(period or 100_000)
+        v1 = root / "cpu" / "cpu.cfs_quota_us"
+        if v1.is_file():
+            quota_us = int(v1.read_text())
+            period_us = int((root / "cpu" / "cpu.cfs_period_us").read_text())
+            return None if quota_us <= 0 else quota_us / period_us
+    except (OSError, ValueError):
+        return None
+    return None

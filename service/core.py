@@ -1,0 +1,385 @@
+"""The service core: encode, decode and sample on numpy arrays. It knows no gRPC.
+
+It validates what comes in (raising the domain errors of `errors.py`), draws seeded noise
+(`rng.py`), and runs the graphs through one dynamic batcher per graph (`batching.py`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from vaeserve.service import rng
+from vaeserve.service.batching import Batcher, submit_all
+from vaeserve.service.config import Settings
+from vaeserve.service.errors import InvalidInput, LimitExceeded, StartupError
+from vaeserve.service.formats import MESSAGE_OVERHEAD, OutputFormat, image_bytes
+from vaeserve.service.metrics import Metrics
+from vaeserve.service.repository import (
+    ModelNotFoundError,
+    ModelRepository,
+    ModelSpec,
+    RepositoryError,
+    bundled_repository,
+)
+from vaeserve.service.runtime import CUDA, ModelRuntime, load_runtime
+
+log = logging.getLogger(__name__)
+
+MAX_TEMPERATURE = 100.0
+MAX_INDEX = 2**63  # offset + n stays below this
+
+
+@dataclass(frozen=True)
+class Limits:
+    """The request limits of the settings, as the core and GetModelInfo see them."""
+
+    max_batch_size: int
+    max_delay_ms: float
+    max_queue: int
+    max_message_bytes: int
+    max_images_per_request: int
+    max_sample_n: int
+    max_stream_n: int
+
+    @classmethod
+    def from_settings(cls, s: Settings) -> Limits:
+        return cls(
+            s.max_batch_size,
+            s.max_delay_ms,
+            s.max_queue,
+            s.max_message_bytes,
+            s.max_images_per_request,
+            s.max_sample_n,
+            s.max_stream_n,
+        )
+
+
+@dataclass
+class Encoded:
+    z_mean: np.ndarray
+    z_log_var: np.ndarray
+    z: np.ndarray | None
+    seed: int
+
+
+@dataclass
+class Sampled:
+    """Images (float32 NCHW in [0, 1]) decoded from `latents`, rows offset.. of `seed`."""
+
+    images: np.ndarray
+    latents: np.ndarray
+    seed: int
+    offset: int
+
+
+@dataclass
+class LoadedModel:
+    """A model version ready to serve: its sessions and a batcher in front of each graph."""
+
+    runtime: ModelRuntime
+    encoder: Batcher
+    decoder: Batcher
+
+    @property
+    def spec(self) -> ModelSpec:
+        return self.runtime.spec
+
+
+class VaeCore:
+    """Every servable model version of a repository, behind dynamic batchers."""
+
+    def __init__(
+        self,
+        repository: ModelRepository,
+        runtimes: list[ModelRuntime],
+        limits: Limits,
+        metrics: Metrics | None = None,
+    ) -> None:
+        self.repository = repository
+        self.limits = limits
+        self.metrics = metrics
+        self.executor = ThreadPoolExecutor(
+            max_workers=2 * len(runtimes), thread_name_prefix="vaeserve-ort"
+        )
+        self.models: dict[tuple[str, int], LoadedModel] = {}
+        for runtime in runtimes:
+            spec = runtime.spec
+            self.models[(spec.name, spec.version)] = LoadedModel(
+                runtime, self._batcher(runtime, "encoder"), self._batcher(runtime, "decoder")
+            )
+            if metrics:
+                metrics.model.labels(spec.name, str(spec.version)).info(
+                    {"providers": ",".join(runtime.providers), "threads": str(runtime.threads)}
+                )
+
+    def _batcher(self, runtime: ModelRuntime, graph: str) -> Batcher:
+        session = runtime.encoder if graph == "encoder" else runtime.decoder
+        return Batcher(
+            session.run,
+            self.executor,
+            max_batch_size=self.limits.max_batch_size,
+            max_delay_s=self.limits.max_delay_ms / 1000.0,
+            max_queue=self.limits.max_queue,
+            labels=(runtime.spec.name, str(runtime.spec.version), graph),
+            metrics=self.metrics,
+        )
+
+    @classmethod
+    def load(cls, settings: Settings, metrics: Metrics | None = None) -> VaeCore:
+        """Scan the repository and load, check and warm up every model version (blocking)."""
+        root = settings.repository or bundled_repository()
+        repository = ModelRepository(Path(root)).scan()
+        threads = settings.resolved_threads()
+        use = settings.ort_providers
+        runtimes: list[ModelRuntime] = []
+        for versions in repository.models.values():
+            for spec in versions.values():
+                try:
+                    runtimes.append(
+                        load_runtime(
+                            spec,
+                            settings.ort_providers,
+                            threads,
+                            require_gpu=settings.require_gpu,
+                            warmup_batch=settings.max_batch_size,
+                            use=use,
+                        )
+                    )
+                    if runtimes[-1].gpu_fallback:  # no need to try CUDA again for the others
+                        use = [p for p in use if p != CUDA]
+                except RepositoryError as exc:  # graph does not match model.json: skip it
+                    log.error("skipping model version: %s", exc)
+        if not runtimes:
+            raise StartupError(f"{root}: no model version could be loaded")
+        loaded = {(r.spec.name, r.spec.version) for r in runtimes}
+        repository.models = {
+            name: {v: s for v, s in versions.items() if (name, v) in loaded}
+            for name, versions in repository.models.items()
+            if any((name, v) in loaded for v in versions)
+        }
+        return cls(repository, runtimes, Limits.from_settings(settings), metrics)
+
+    def start(self) -> None:
+        """Start the batchers (needs the running event loop)."""
+        for model in self.models.values():
+            model.encoder.start()
+            model.decoder.start()
+
+    async def stop(self) -> None:
+        for model in self.models.values():
+            await model.encoder.stop()
+            await model.decoder.stop()
+        self.executor.shutdown(wait=True)
+
+    def resolve(self, name: str = "", version: int = 0) -> LoadedModel:
+        """The model for a request; empty name = default model, version 0 = its highest."""
+        spec = self.repository.resolve(name or None, version or None)
+        try:
+            return self.models[(spec.name, spec.version)]
+        except KeyError:  # pragma: no cover - the repository only holds loaded versions
+            raise ModelNotFoundError(f"model {spec.name!r} v{spec.version} is not loaded") from None
+
+    # --- the three operations -------------------------------------------------------------
+
+    async def encode(
+        self,
+        model: LoadedModel,
+        images: np.ndarray,
+        *,
+        sample: bool = False,
+        seed: int | None = None,
+        deadline: float | None = None,
+    ) -> Encoded:
+        x = self._check_images(model.spec, images)
+        self._check_response(len(x) * model.spec.latent_dim * 4 * 3)
+        z_mean, z_log_var = await submit_all(model.encoder, x, deadline)
+        if not sample:
+            return Encoded(z_mean, z_log_var, None, 0)
+        seed = rng.random_seed() if seed is None else seed
+        eps = rng.normal_rows(seed, 0, len(x), model.spec.latent_dim)
+        z = (z_mean + np.exp(np.float32(0.5) * z_log_var) * eps).astype(np.float32, copy=False)
+        return Encoded(z_mean, z_log_var, z, seed)
+
+    async def decode(
+        self,
+        model: LoadedModel,
+        latents: np.ndarray,
+        fmt: OutputFormat = "float32",
+        deadline: float | None = None,
+    ) -> np.ndarray:
+        z = self._check_latents(model.spec, latents)
+        self._check_response(len(z) * image_bytes(model.spec.image_shape, fmt), n=len(z), fmt=fmt)
+        (images,) = await submit_all(model.decoder, z, deadline)
+        return images
+
+    async def sample(
+        self,
+        model: LoadedModel,
+        n: int,
+        *,
+        seed: int | None = None,
+        temperature: float = 1.0,
+        offset: int = 0,
+        fmt: OutputFormat = "float32",
+        deadline: float | None = None,
+    ) -> Sampled:
+        self._check_sample(n, temperature, offset, self.limits.max_sample_n, "Sample")
+        per_image = image_bytes(model.spec.image_shape, fmt) + 4 * model.spec.latent_dim
+        self._check_response(n * per_image, n=n, fmt=fmt)
+        seed = rng.random_seed() if seed is None else seed
+        return await self._sample_rows(model, seed, temperature, offset, n, deadline)
+
+    async def sample_stream(
+        self,
+        model: LoadedModel,
+        n: int,
+        *,
+        seed: int | None = None,
+        temperature: float = 1.0,
+        offset: int = 0,
+        fmt: OutputFormat = "float32",
+        chunk_size: int = 0,
+        deadline: float | None = None,
+    ) -> AsyncIterator[Sampled]:
+        """Sample in chunks, each under the message-size limit; the next chunk is computed
+        while the current one is being sent."""
+        self._check_sample(n, temperature, offset, self.limits.max_stream_n, "SampleStream")
+        chunk = self.chunk_rows(model.spec, fmt, chunk_size)
+        seed = rng.random_seed() if seed is None else seed
+        starts = list(range(offset, offset + n, chunk))
+
+        def launch(start: int) -> asyncio.Task[Sampled]:
+            rows = min(chunk, offset + n - start)
+            return asyncio.ensure_future(
+                self._sample_rows(model, seed, temperature, start, rows, deadline)
+            )
+
+        pending = launch(starts[0])
+        try:
+            for i in range(len(starts)):
+                current = await pending
+                if i + 1 < len(starts):
+                    pending = launch(starts[i + 1])
+                yield current
+        finally:
+            pending.cancel()
+
+    def chunk_rows(self, spec: ModelSpec, fmt: OutputFormat, requested: int = 0) -> int:
+        """Images per streamed message: requested (or max_batch_size), capped to fit."""
+        per_image = image_bytes(spec.image_shape, fmt) + 4 * spec.latent_dim
+        fits = (self.limits.max_message_bytes - MESSAGE_OVERHEAD) // per_image
+        if fits < 1:
+            raise LimitExceeded(
+                f"one {fmt} image needs {per_image} bytes, over max_message_bytes "
+                f"{self.limits.max_message_bytes}"
+            )
+        return max(
+            1, min(requested or self.limits.max_batch_size, self.limits.max_batch_size, fits)
+        )
+
+    async def _sample_rows(
+        self,
+        model: LoadedModel,
+        seed: int,
+        temperature: float,
+        offset: int,
+        n: int,
+        deadline: float | None,
+    ) -> Sampled:
+        latents = rng.normal_rows(seed, offset, n, model.spec.latent_dim)
+        if temperature != 1.0:
+            latents *= np.float32(temperature)
+        (images,) = await submit_all(model.decoder, latents, deadline)
+        return Sampled(images, latents, seed, offset)
+
+    # --- validation ---------------------------------------------------------------------
+
+    def _check_count(self, n: int, what: str) -> None:
+        if n < 1:
+            raise InvalidInput(f"{what}: got {n}, need at least 1")
+        if n > self.limits.max_images_per_request:
+            raise LimitExceeded(
+                f"{what}: {n} is over this server's max_images_per_request "
+                f"{self.limits.max_images_per_request}; split the request"
+            )
+
+    def _check_images(self, spec: ModelSpec, images: np.ndarray) -> np.ndarray:
+        want = (spec.image_shape[0], spec.image_shape[1], spec.image_shape[2])
+        if images.ndim != 4 or tuple(images.shape[1:]) != want:
+            raise InvalidInput(
+                f"images: shape {list(images.shape)}, but {spec.name} v{spec.version} takes "
+                f"[N, {want[0]}, {want[1]}, {want[2]}] (N, channels, height, width)"
+            )
+        self._check_count(len(images), "images: number of images")
+        if images.dtype == np.uint8:
+            return images.astype(np.float32) / np.float32(255.0)
+        if images.dtype != np.float32:
+            raise InvalidInput(f"images: dtype {images.dtype}, need float32 or uint8")
+        _check_finite(images, "images")
+        low, high = float(images.min()), float(images.max())
+        if low < 0.0 or high > 1.0:
+            raise InvalidInput(
+                f"images: float32 pixel values must be in [0, 1], got [{low:g}, {high:g}] "
+                "(send uint8 for 0..255)"
+            )
+        return images
+
+    def _check_latents(self, spec: ModelSpec, latents: np.ndarray) -> np.ndarray:
+        if latents.ndim != 2 or latents.shape[1] != spec.latent_dim:
+            raise InvalidInput(
+                f"latents: shape {list(latents.shape)}, but {spec.name} v{spec.version} has "
+                f"latent_dim {spec.latent_dim}: need [N, {spec.latent_dim}]"
+            )
+        if latents.dtype != np.float32:
+            raise InvalidInput(f"latents: dtype {latents.dtype}, need float32")
+        self._check_count(len(latents), "latents: number of rows")
+        _check_finite(latents, "latents")
+        return latents
+
+    def _check_sample(self, n: int, temperature: float, offset: int, limit: int, rpc: str) -> None:
+        if n < 1:
+            raise InvalidInput(f"n: got {n}, need at least 1")
+        if n > limit:
+            more = "; use SampleStream for more" if rpc == "Sample" else ""
+            raise LimitExceeded(f"n: {n} is over this server's limit of {limit} for {rpc}{more}")
+        if not np.isfinite(temperature) or not 0.0 <= temperature <= MAX_TEMPERATURE:
+            raise InvalidInput(
+                f"temperature: got {temperature}, need a finite value in [0, {MAX_TEMPERATURE:g}]"
+            )
+        if offset + n > MAX_INDEX:
+            raise InvalidInput(f"offset + n must stay below 2**63, got {offset} + {n}")
+
+    def _check_response(self, payload: int, *, n: int = 0, fmt: str = "") -> None:
+        size = payload + MESSAGE_OVERHEAD
+        if size > self.limits.max_message_bytes:
+            hint = (
+                f" ({n} images as {fmt}); ask for fewer, uint8 or png, or SampleStream" if n else ""
+            )
+            raise LimitExceeded(
+                f"the response would be about {size} bytes{hint}, over max_message_bytes "
+                f"{self.limits.max_message_bytes}"
+            )
+
+    # --- description --------------------------------------------------------------------
+
+    def metadata_json(self, model: LoadedModel) -> str:
+        """model.json of the version (dataset, training config, metrics, parity, provenance)."""
+        return json.dumps(model.spec.meta, sort_keys=True, default=str)
+
+
+def _check_finite(array: np.ndarray, what: str) -> None:
+    finite = np.isfinite(array)
+    if not finite.all():
+        bad = int((~finite).sum())
+        first = tuple(int(i) for i in np.argwhere(~finite)[0])
+        raise InvalidInput(
+            f"{what}: {bad} values are NaN or infinite (first at index {list(first)})"
+        )

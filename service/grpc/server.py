@@ -1,0 +1,192 @@
+"""The grpc.aio server's lifecycle: bind, health, reflection, limits, keepalive, load, serve,
+and on SIGTERM: readiness NOT_SERVING -> in-flight work finishes -> stop.
+
+Liveness ("") answers SERVING from the moment the port is bound; readiness
+("vaeserve.v1.VaeService") only once every model is loaded and warmed up, and NOT_SERVING again as
+soon as draining starts, so load balancers stop sending before the process exits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import signal
+from pathlib import Path
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from vaeserve import __version__
+from vaeserve.service.config import Settings
+from vaeserve.service.core import VaeCore
+from vaeserve.service.grpc.interceptors import ServerState, ServiceInterceptor
+from vaeserve.service.grpc.servicers import VaeServicer
+from vaeserve.service.metrics import Metrics
+from vaeserve.v1 import vae_pb2, vae_pb2_grpc
+
+log = logging.getLogger(__name__)
+
+SERVICE_NAME: str = vae_pb2.DESCRIPTOR.services_by_name["VaeService"].full_name
+LIVENESS = ""
+READINESS = SERVICE_NAME
+SERVING = health_pb2.HealthCheckResponse.SERVING
+NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+
+
+def server_options(settings: Settings) -> list[tuple[str, Any]]:
+    """Channel arguments: message-size limits, keepalive, connection age, no port sharing."""
+    options: list[tuple[str, Any]] = [
+        ("grpc.max_receive_message_length", settings.max_message_bytes),
+        ("grpc.max_send_message_length", settings.max_message_bytes),
+        ("grpc.keepalive_time_ms", 60_000),
+        ("grpc.keepalive_timeout_ms", 20_000),
+        ("grpc.keepalive_permit_without_calls", 1),
+        ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
+        ("grpc.http2.max_pings_without_data", 0),
+        # Two servers must not silently share a port (SO_REUSEPORT is on by default on Linux).
+        ("grpc.so_reuseport", 0),
+    ]
+    if settings.max_connection_age_s > 0:
+        options += [
+            ("grpc.max_connection_age_ms", int(settings.max_connection_age_s * 1000)),
+            ("grpc.max_connection_age_grace_ms", int(settings.drain_grace_s * 1000)),
+        ]
+    return options
+
+
+class VaeServer:
+    """One server: its own metrics registry, health state and models."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.metrics = Metrics()
+        self.state = ServerState()
+        self.health = health.aio.HealthServicer()
+        self.servicer = VaeServicer()
+        self.core: VaeCore | None = None
+        self.grpc: grpc.aio.Server | None = None
+        self.port = 0
+        self.metrics_port = 0
+        self._metrics_http: Any = None
+        self._stopping: asyncio.Task[None] | None = None
+        self._stopped = asyncio.Event()
+
+    async def start(self) -> None:
+        """Bind and answer health at once; load the models; then report ready."""
+        s = self.settings
+        log.info("vaeserve %s starting with settings %s", __version__, s.model_dump_json())
+        self.grpc = grpc.aio.server(
+            interceptors=[ServiceInterceptor(self.state, self.metrics)],
+            options=server_options(s),
+        )
+        vae_pb2_grpc.add_VaeServiceServicer_to_server(self.servicer, self.grpc)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.grpc)
+        reflection.enable_server_reflection(
+            (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), self.grpc
+        )
+        await self.health.set(LIVENESS, SERVING)
+        await self.health.set(READINESS, NOT_SERVING)
+        self.port = self.grpc.add_insecure_port(f"{s.host}:{s.port}")
+        await self.grpc.start()
+        log.info("gRPC listening on %s:%d; loading models", s.host, self.port)
+        try:
+            if s.metrics_port != 0:
+                self._metrics_http, self.metrics_port = self.metrics.serve_http(
+                    s.host, s.metrics_port
+                )
+            core = await asyncio.to_thread(VaeCore.load, s, self.metrics)
+        except BaseException:
+            await self._teardown(grace=0)
+            raise
+        if self.state.draining:  # a signal arrived while the models loaded
+            await core.stop()
+            return
+        self.core = core
+        self.core.start()
+        self.servicer.core = self.core
+        self.state.ready = True
+        self.metrics.ready.set(1)
+        await self.health.set(READINESS, SERVING)
+        if s.port_file is not None:
+            write_port_file(s.port_file, self.port, self.metrics_port)
+        log.info("ready port=%d metrics_port=%d", self.port, self.metrics_port)
+
+    def request_shutdown(self) -> None:
+        """Signal-handler entry point: start draining once; later signals do nothing more."""
+        if self._stopping is None:
+            self._stopping = asyncio.ensure_future(self._drain_and_stop())
+
+    async def shutdown(self) -> None:
+        """Drain and stop; returns once stopped."""
+        self.request_shutdown()
+        assert self._stopping is not None
+        await self._stopping
+
+    async def wait(self) -> None:
+        """Until the server has stopped."""
+        await self._stopped.wait()
+
+    async def _drain_and_stop(self) -> None:
+        grace = self.settings.drain_grace_s
+        self.state.draining = True
+        self.metrics.ready.set(0)
+        await self.health.set(READINESS, NOT_SERVING)
+        log.info(
+            "draining: readiness NOT_SERVING, %d requests in flight, waiting up to %gs",
+            self.state.in_flight,
+            grace,
+        )
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        if not await self.state.wait_idle(grace):
+            log.warning(
+                "drain grace of %gs ran out with %d requests in flight; stopping",
+                grace,
+                self.state.in_flight,
+            )
+        await self._teardown(grace=max(0.0, grace - (loop.time() - started)))
+        log.info("stopped")
+
+    async def _teardown(self, grace: float) -> None:
+        await self.health.enter_graceful_shutdown()
+        if self.grpc is not None:
+            await self.grpc.stop(grace)
+        if self.core is not None:
+            await self.core.stop()
+        if self._metrics_http is not None:
+            self._metrics_http.shutdown()
+            self._metrics_http.server_close()
+        self._stopped.set()
+
+
+async def create_server(settings: Settings) -> tuple[VaeServer, int]:
+    """A started, ready server and its bound gRPC port (settings.port 0 picks a free one)."""
+    server = VaeServer(settings)
+    await server.start()
+    return server, server.port
+
+
+async def serve(settings: Settings) -> None:
+    """`vaeserve serve`: run until SIGTERM or SIGINT, then drain and stop."""
+    server = VaeServer(settings)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, _on_signal, server, sig)
+    await server.start()
+    await server.wait()
+
+
+def _on_signal(server: VaeServer, sig: signal.Signals) -> None:
+    log.info("received %s", sig.name)
+    server.request_shutdown()
+
+
+def write_port_file(path: Path, port: int, metrics_port: int) -> None:
+    """Write the bound ports as JSON, atomically (readers never see a half-written file)."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps({"port": port, "metrics_port": metrics_port}) + "\n")
+    tmp.replace(path)

@@ -1,0 +1,106 @@
+"""Prometheus metrics. Each server owns its CollectorRegistry, so several servers in one process
+(tests) never clash, and nothing is registered at import time."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    Info,
+    generate_latest,
+    start_http_server,
+)
+
+log = logging.getLogger(__name__)
+
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
+
+
+class Metrics:
+    """Every metric the server exports; labels: method and code, or model, version and graph."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.requests = Counter(
+            "vaeserve_requests",
+            "RPCs answered, by method and status code",
+            ["method", "code"],
+            registry=r,
+        )
+        self.latency = Histogram(
+            "vaeserve_request_latency_seconds",
+            "RPC latency, by method",
+            ["method"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.in_flight = Gauge("vaeserve_in_flight_requests", "RPCs being handled", registry=r)
+        graph = ["model", "version", "graph"]
+        self.queue_time = Histogram(
+            "vaeserve_queue_seconds",
+            "Time a request piece waited for its batch",
+            graph,
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.batch_size = Histogram(
+            "vaeserve_batch_size",
+            "Images per ONNX Runtime run",
+            graph,
+            buckets=BATCH_BUCKETS,
+            registry=r,
+        )
+        self.batch_requests = Histogram(
+            "vaeserve_batch_requests",
+            "Request pieces merged into one run",
+            graph,
+            buckets=BATCH_BUCKETS,
+            registry=r,
+        )
+        self.inference_time = Histogram(
+            "vaeserve_inference_seconds",
+            "ONNX Runtime run time per batch",
+            graph,
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.queue_depth = Gauge(
+            "vaeserve_queue_depth", "Request pieces waiting for a batch", graph, registry=r
+        )
+        self.dropped = Counter(
+            "vaeserve_dropped",
+            "Request pieces dropped before compute (cancelled or expired)",
+            [*graph, "reason"],
+            registry=r,
+        )
+        self.rejected = Counter(
+            "vaeserve_rejected",
+            "Request pieces refused because the queue was full",
+            graph,
+            registry=r,
+        )
+        self.ready = Gauge("vaeserve_ready", "1 when the server is ready to serve", registry=r)
+        self.model = Info(
+            "vaeserve_model",
+            "A loaded model version and its providers",
+            ["model", "version"],
+            registry=r,
+        )
+
+    def exposition(self) -> bytes:
+        """The text format, as /metrics serves it."""
+        return generate_latest(self.registry)
+
+    def serve_http(self, host: str, port: int) -> tuple[Any, int]:
+        """Start /metrics on a daemon thread; port -1 picks a free port. Returns (server, port)."""
+        server, _thread = start_http_server(max(port, 0), addr=host, registry=self.registry)
+        bound = int(server.server_port)
+        log.info("metrics on http://%s:%d/metrics", host, bound)
+        return server, bound

@@ -1,0 +1,171 @@
+"""The dynamic batcher with a real numpy "graph" and a real thread pool."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+
+from vaeserve.service.batching import Batcher, submit_all
+from vaeserve.service.errors import DeadlineExpired, Overloaded, Unavailable
+from vaeserve.service.metrics import Metrics
+
+
+class Graph:
+    """Rows -> [2 * rows, row sums]; records every batch; can be held to let requests pile up."""
+
+    def __init__(self) -> None:
+        self.batches: list[np.ndarray] = []
+        self.gate = threading.Event()
+        self.gate.set()
+        self.entered = threading.Event()
+
+    def __call__(self, x: np.ndarray) -> list[np.ndarray]:
+        self.entered.set()
+        self.gate.wait(10)
+        self.batches.append(x.copy())
+        return [x * 2, x.sum(axis=1)]
+
+
+def run(coro_fn, **batcher_kwargs):
+    """Run `coro_fn(batcher, graph)` on a fresh event loop with a started batcher."""
+    graph = Graph()
+
+    async def main():
+        with ThreadPoolExecutor(2) as pool:
+            kwargs = {"max_batch_size": 8, "max_delay_s": 0.05, "max_queue": 100}
+            batcher = Batcher(graph, pool, **{**kwargs, **batcher_kwargs}, metrics=Metrics())
+            batcher.start()
+            try:
+                return await coro_fn(batcher, graph)
+            finally:
+                graph.gate.set()
+                await batcher.stop()
+
+    return asyncio.run(main()), graph
+
+
+def rows(i: int, n: int) -> np.ndarray:
+    return np.full((n, 3), i, dtype=np.float32) + np.arange(n, dtype=np.float32)[:, None] / 100
+
+
+def test_concurrent_requests_are_merged_and_split_back():
+    sizes = [1, 3, 2, 5, 1, 4, 8, 2, 2, 1]
+
+    async def go(batcher, graph):
+        graph.gate.clear()  # hold the first batch so the rest pile up behind it
+        first = asyncio.ensure_future(batcher.submit(rows(100, 1)))
+        await asyncio.to_thread(graph.entered.wait, 10)
+        tasks = [asyncio.ensure_future(batcher.submit(rows(i, n))) for i, n in enumerate(sizes)]
+        await asyncio.sleep(0)
+        graph.gate.set()
+        return await first, await asyncio.gather(*tasks)
+
+    (_, results), graph = run(go)
+    for i, (n, (doubled, sums)) in enumerate(zip(sizes, results, strict=True)):
+        np.testing.assert_array_equal(doubled, rows(i, n) * 2)
+        np.testing.assert_allclose(sums, rows(i, n).sum(axis=1))
+    batch_sizes = [len(b) for b in graph.batches]
+    assert max(batch_sizes) <= 8 and sum(batch_sizes) == 1 + sum(sizes)
+    assert len(graph.batches) < 1 + len(sizes)  # requests were merged
+
+
+def test_requests_are_never_split_across_batches_and_order_is_kept():
+    async def go(batcher, graph):
+        graph.gate.clear()
+        blocker = asyncio.ensure_future(batcher.submit(rows(0, 1)))
+        await asyncio.to_thread(graph.entered.wait, 10)
+        tasks = [asyncio.ensure_future(batcher.submit(rows(i, 5))) for i in range(1, 4)]
+        await asyncio.sleep(0)
+        graph.gate.set()
+        await blocker
+        return await asyncio.gather(*tasks)
+
+    _, graph = run(go)
+    # 5 + 5 > 8: each waiting request runs in its own batch, in arrival order.
+    assert [len(b) for b in graph.batches] == [1, 5, 5, 5]
+    assert [int(b[0, 0]) for b in graph.batches] == [0, 1, 2, 3]
+
+
+def test_full_queue_is_refused_at_once():
+    async def go(batcher, graph):
+        graph.gate.clear()
+        running = asyncio.ensure_future(batcher.submit(rows(0, 1)))
+        await asyncio.to_thread(graph.entered.wait, 10)
+        queued = [asyncio.ensure_future(batcher.submit(rows(i, 1))) for i in (1, 2)]
+        await asyncio.sleep(0)
+        with pytest.raises(Overloaded, match="queue full"):
+            await batcher.submit(rows(3, 1))
+        graph.gate.set()
+        await asyncio.gather(running, *queued)
+        return batcher.metrics.rejected.labels(*batcher.labels)._value.get()
+
+    rejected, _ = run(go, max_queue=2)
+    assert rejected == 1
+
+
+def test_cancelled_and_expired_requests_are_dropped_before_compute():
+    async def go(batcher, graph):
+        loop = asyncio.get_running_loop()
+        graph.gate.clear()
+        running = asyncio.ensure_future(batcher.submit(rows(0, 1)))
+        await asyncio.to_thread(graph.entered.wait, 10)
+        cancelled = asyncio.ensure_future(batcher.submit(rows(1, 1)))
+        expired = asyncio.ensure_future(batcher.submit(rows(2, 1), deadline=loop.time() - 1))
+        kept = asyncio.ensure_future(batcher.submit(rows(3, 1), deadline=loop.time() + 60))
+        await asyncio.sleep(0)
+        cancelled.cancel()
+        graph.gate.set()
+        await running
+        with pytest.raises(DeadlineExpired):
+            await expired
+        return await kept
+
+    (doubled, _), graph = run(go)
+    np.testing.assert_array_equal(doubled, rows(3, 1) * 2)
+    computed = {int(r[0]) for b in graph.batches for r in b}
+    assert computed == {0, 3}
+
+
+def test_submit_all_splits_big_requests_in_order():
+    async def go(batcher, graph):
+        return await submit_all(batcher, rows(7, 20))
+
+    (doubled, sums), graph = run(go)
+    np.testing.assert_array_equal(doubled, rows(7, 20) * 2)
+    assert sums.shape == (20,)
+    assert all(len(b) <= 8 for b in graph.batches) and sum(map(len, graph.batches)) == 20
+
+
+def test_a_failing_run_fails_every_request_in_its_batch_and_the_batcher_goes_on():
+    def broken(x: np.ndarray) -> list[np.ndarray]:
+        if (x < 0).any():
+            raise RuntimeError("boom")
+        return [x]
+
+    async def main():
+        with ThreadPoolExecutor(1) as pool:
+            batcher = Batcher(broken, pool, max_batch_size=8, max_delay_s=0.05, max_queue=10)
+            batcher.start()
+            bad = [batcher.submit(-rows(1, 1)), batcher.submit(rows(2, 1))]
+            results = await asyncio.gather(*bad, return_exceptions=True)
+            later = await batcher.submit(rows(3, 1))
+            await batcher.stop()
+            with pytest.raises(Unavailable):
+                await batcher.submit(rows(4, 1))
+            return results, later
+
+    results, later = asyncio.run(main())
+    assert all(isinstance(r, RuntimeError) for r in results)
+    np.testing.assert_array_equal(later[0], rows(3, 1))
+
+
+def test_oversized_piece_is_a_programming_error():
+    async def go(batcher, graph):
+        with pytest.raises(ValueError, match="max_batch_size"):
+            await batcher.submit(rows(0, 9))
+
+    run(go)

@@ -1,0 +1,134 @@
+"""Settings: flags override VAESERVE_* override defaults; CPUs from cgroups, not the host."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from vaeserve.cli import SERVE_FLAGS, build_parser
+from vaeserve.service.config import Settings, _cgroup_quota, available_cpus
+
+# The contract with deploy/k8s: these names and defaults must not change.
+CONTRACT = {
+    "repository": None,
+    "host": "0.0.0.0",
+    "port": 8001,
+    "metrics_port": 8002,
+    "providers": "cuda,cpu",
+    "require_gpu": False,
+    "threads": 0,
+    "drain_grace_s": 20.0,
+    "log_level": "INFO",
+}
+OTHER_FIELDS = {
+    "max_batch_size", "max_delay_ms", "max_queue", "max_message_bytes",
+    "max_images_per_request", "max_sample_n",
+}  # fmt: skip
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch):
+    for name in Settings.model_fields:
+        monkeypatch.delenv(f"VAESERVE_{name.upper()}", raising=False)
+
+
+def test_contract_fields_and_defaults():
+    settings = Settings()
+    for name, default in CONTRACT.items():
+        assert getattr(settings, name) == default, name
+    assert set(Settings.model_fields) >= OTHER_FIELDS
+
+
+def test_every_field_has_a_docstring():
+    for name, field in Settings.model_fields.items():
+        assert field.description and len(field.description) > 10, name
+
+
+def test_environment_overrides_defaults(monkeypatch, tmp_path):
+    monkeypatch.setenv("VAESERVE_PORT", "9100")
+    monkeypatch.setenv("VAESERVE_REPOSITORY", str(tmp_path))
+    monkeypatch.setenv("VAESERVE_PROVIDERS", "CPU")
+    monkeypatch.setenv("VAESERVE_REQUIRE_GPU", "false")
+    monkeypatch.setenv("VAESERVE_MAX_DELAY_MS", "0.5")
+    monkeypatch.setenv("VAESERVE_LOG_LEVEL", "debug")
+    s = Settings()
+    assert (s.port, s.repository, s.providers, s.max_delay_ms) == (9100, tmp_path, "cpu", 0.5)
+    assert s.log_level == "DEBUG" and s.ort_providers == ["CPUExecutionProvider"]
+
+
+def test_flags_override_environment(monkeypatch):
+    monkeypatch.setenv("VAESERVE_PORT", "9100")
+    monkeypatch.setenv("VAESERVE_MAX_BATCH_SIZE", "8")
+    args = build_parser().parse_args(["serve", "--port", "9200"])
+    given = {n: getattr(args, f"serve_{n}") for n in SERVE_FLAGS}
+    s = Settings(**{k: v for k, v in given.items() if v is not None})
+    assert s.port == 9200 and s.max_batch_size == 8
+
+
+def test_serve_flags_mirror_the_settings():
+    assert set(SERVE_FLAGS) == set(Settings.model_fields)
+    args = build_parser().parse_args(
+        ["serve", "--require-gpu", "--metrics-port", "-1", "--max-delay-ms", "3.5"]
+    )
+    assert args.serve_require_gpu is True and args.serve_metrics_port == -1
+    assert args.serve_max_delay_ms == 3.5 and args.serve_port is None
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"providers": "tpu"},
+        {"providers": ""},
+        {"providers": "cpu", "require_gpu": True},
+        {"port": 70000},
+        {"max_batch_size": 0},
+        {"metrics_port": -2},
+        {"log_level": "LOUD"},
+        {"no_such_setting": 1},
+    ],
+)
+def test_bad_settings_are_refused(bad):
+    with pytest.raises(ValidationError):
+        Settings(**bad)
+
+
+def test_provider_order_and_cpu_fallback():
+    assert Settings(providers="cuda").ort_providers == [
+        "CUDAExecutionProvider",
+        "CPUExecutionProvider",
+    ]
+    assert Settings(providers="cpu, cuda ,cpu").provider_list == ["cpu", "cuda"]
+
+
+def write(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+
+
+def test_cgroup_v2_quota(tmp_path):
+    write(tmp_path / "cpu.max", "150000 100000\n")
+    assert _cgroup_quota(tmp_path) == 1.5
+    assert available_cpus(tmp_path) <= 2
+    write(tmp_path / "cpu.max", "max 100000\n")
+    assert _cgroup_quota(tmp_path) is None
+
+
+def test_cgroup_v1_quota(tmp_path):
+    write(tmp_path / "cpu" / "cpu.cfs_quota_us", "100000\n")
+    write(tmp_path / "cpu" / "cpu.cfs_period_us", "100000\n")
+    assert _cgroup_quota(tmp_path) == 1.0 and available_cpus(tmp_path) == 1
+    write(tmp_path / "cpu" / "cpu.cfs_quota_us", "-1\n")
+    assert _cgroup_quota(tmp_path) is None
+
+
+def test_threads_zero_means_the_container_cpus():
+    assert Settings(threads=0).resolved_threads() == available_cpus() >= 1
+    assert Settings(threads=3).resolved_threads() == 3
+
+
+def test_docs_list_every_setting():
+    docs = (Path(__file__).resolve().parents[2] / "docs" / "service.md").read_text()
+    missing = [n for n in Settings.model_fields if f"VAESERVE_{n.upper()}" not in docs]
+    assert not missing, f"docs/service.md lacks {missing}"
