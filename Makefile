@@ -66,18 +66,26 @@ default-model: venv
 		--iw-samples 100 --quiet > runs/default-model/evaluate.json
 	mkdir -p docs/images && cp runs/default-model/*.png docs/images/
 
-# The gRPC service on the bundled model (docs/service.md). Flags or VAESERVE_* variables
-# change its settings, e.g. `make serve SERVE_ARGS="--port 9001 --providers cpu"`.
+# The gRPC service on the bundled model (docs/service.md), from its own environment with only the
+# `serve` extra: serving never installs or imports torch. Flags or VAESERVE_* variables change
+# its settings, e.g. `make serve SERVE_ARGS="--port 9001 --providers cpu"`.
+SERVE_VENV ?= .venv-serve
 SERVE_ARGS ?=
-serve: venv
-	$(BIN)/vaeserve serve $(SERVE_ARGS)
+$(SERVE_VENV)/bin/.installed: pyproject.toml
+	$(PYTHON) -m venv $(SERVE_VENV)
+	$(SERVE_VENV)/bin/pip install -q --upgrade pip
+	$(SERVE_VENV)/bin/pip install -q -e ".[serve]"
+	touch $@
+
+serve: $(SERVE_VENV)/bin/.installed
+	$(SERVE_VENV)/bin/vaeserve serve $(SERVE_ARGS)
 
 # Regenerate the checked-in stubs (a test fails when they are stale).
 stubs: venv
 	$(BIN)/python protos/generate.py
 
 clean:
-	rm -rf $(VENV) runs .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(SERVE_VENV) runs .pytest_cache .ruff_cache
 
 # Offline deployment checks (no cluster, no Docker engine): lint the Dockerfile, render every
 # kustomize overlay and validate each object against the Kubernetes schemas of the oldest
