@@ -3,8 +3,11 @@
 Many small callers then get the throughput of big batches. A batch starts when its first piece
 has waited `max_delay` or when the waiting pieces fill `max_batch_size`, whichever comes first;
 while a batch computes (in a worker thread, so the event loop never blocks), new pieces queue up
-and form the next one. Pieces whose caller went away (cancelled) or whose deadline passed are
-dropped before they are computed. A full queue refuses new pieces at once (`Overloaded`).
+and form the next one. Waiting for company only pays under concurrent load, so the batcher waits
+only when it has seen some (the last batch merged several requests, or several are queued): a
+lone caller on a quiet server gets the latency of one ONNX Runtime run, not that plus the delay.
+Pieces whose caller went away (cancelled) or whose deadline passed are dropped before they are
+computed. A full queue refuses new pieces at once (`Overloaded`).
 """
 
 from __future__ import annotations
@@ -60,6 +63,7 @@ class Batcher:
         self._arrived = asyncio.Event()
         self._worker: asyncio.Task[None] | None = None
         self._closed = False
+        self._last_pieces = 0  # requests merged into the previous batch
 
     def start(self) -> None:
         self._worker = asyncio.get_running_loop().create_task(
@@ -113,9 +117,11 @@ class Batcher:
             while not self._queue:
                 self._arrived.clear()
                 await self._arrived.wait()
-            # Wait for company, from the first piece's arrival, unless the batch is already full.
+            # Wait for company, from the first piece's arrival, unless the batch is already full
+            # or nothing suggests company is coming.
             opened = self._queue[0].enqueued
-            while self._rows_waiting < self.max_batch_size:
+            concurrent = self._last_pieces > 1 or len(self._queue) > 1
+            while concurrent and self._rows_waiting < self.max_batch_size:
                 left = opened + self.max_delay_s - loop.time()
                 if left <= 0:
                     break
@@ -126,6 +132,7 @@ class Batcher:
                     break
             batch = self._take(loop.time())
             if batch:
+                self._last_pieces = len(batch)
                 await self._compute(batch)
 
     def _take(self, now: float) -> list[_Piece]:

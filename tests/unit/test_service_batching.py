@@ -169,3 +169,34 @@ def test_oversized_piece_is_a_programming_error():
             await batcher.submit(rows(0, 9))
 
     run(go)
+
+
+def test_a_lone_request_on_a_quiet_batcher_does_not_wait_for_company():
+    async def go(batcher, graph):
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        await batcher.submit(rows(0, 1))
+        return loop.time() - start
+
+    elapsed, graph = run(go, max_delay_s=30.0)
+    assert elapsed < 15.0  # far below the 30 s delay: it ran at once
+    assert [len(b) for b in graph.batches] == [1]
+
+
+def test_after_a_merged_batch_the_next_request_waits_for_company():
+    async def go(batcher, graph):
+        graph.gate.clear()
+        first = asyncio.ensure_future(batcher.submit(rows(0, 1)))
+        await asyncio.to_thread(graph.entered.wait, 10)
+        merged = [asyncio.ensure_future(batcher.submit(rows(i, 1))) for i in (1, 2)]
+        await asyncio.sleep(0)
+        graph.gate.set()
+        await asyncio.gather(first, *merged)  # batches [0] then [1, 2]: concurrency seen
+        lone = asyncio.ensure_future(batcher.submit(rows(3, 1)))
+        await asyncio.sleep(0.05)  # well inside the 30 s delay, so it is still waiting
+        late = asyncio.ensure_future(batcher.submit(rows(4, 1)))
+        await asyncio.sleep(0)
+        return await asyncio.gather(lone, late)
+
+    _, graph = run(go, max_delay_s=30.0, max_batch_size=2)
+    assert [len(b) for b in graph.batches] == [1, 2, 2]
