@@ -50,8 +50,10 @@ class Batcher:
         max_queue: int,
         labels: Sequence[str] = ("model", "0", "graph"),
         metrics: Metrics | None = None,
+        wait_when_idle: bool = False,
     ) -> None:
         self._run = run
+        self.wait_when_idle = wait_when_idle
         self._executor = executor
         self.max_batch_size = max_batch_size
         self.max_delay_s = max_delay_s
@@ -120,7 +122,7 @@ class Batcher:
             # Wait for company, from the first piece's arrival, unless the batch is already full
             # or nothing suggests company is coming.
             opened = self._queue[0].enqueued
-            concurrent = self._last_pieces > 1 or len(self._queue) > 1
+            concurrent = self.wait_when_idle or self._last_pieces > 1 or len(self._queue) > 1
             while concurrent and self._rows_waiting < self.max_batch_size:
                 left = opened + self.max_delay_s - loop.time()
                 if left <= 0:

@@ -52,6 +52,10 @@ class Settings(BaseSettings):
     max_delay_ms: float = Field(2.0, ge=0.0, le=10_000.0)
     """How long the first request of a batch waits for others to join it, in milliseconds."""
 
+    batch_wait_when_idle: bool = False
+    """Wait `max_delay_ms` for company even when no concurrent load has been seen (Triton's
+    fixed delay). Off: a lone request on a quiet server runs at once."""
+
     max_queue: int = Field(1024, ge=1)
     """Requests waiting per graph; beyond it new requests get RESOURCE_EXHAUSTED."""
 

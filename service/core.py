@@ -43,6 +43,7 @@ class Limits:
 
     max_batch_size: int
     max_delay_ms: float
+    batch_wait_when_idle: bool
     max_queue: int
     max_message_bytes: int
     max_images_per_request: int
@@ -54,6 +55,7 @@ class Limits:
         return cls(
             s.max_batch_size,
             s.max_delay_ms,
+            s.batch_wait_when_idle,
             s.max_queue,
             s.max_message_bytes,
             s.max_images_per_request,
@@ -127,6 +129,7 @@ class VaeCore:
             self.executor,
             max_batch_size=self.limits.max_batch_size,
             max_delay_s=self.limits.max_delay_ms / 1000.0,
+            wait_when_idle=self.limits.batch_wait_when_idle,
             max_queue=self.limits.max_queue,
             labels=(runtime.spec.name, str(runtime.spec.version), graph),
             metrics=self.metrics,

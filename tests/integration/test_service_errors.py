@@ -155,7 +155,9 @@ def test_full_queue_and_expired_deadlines(tiny_repository):
     """A batch waits 3 s for company and the queue holds 2 pieces: a third concurrent request
     is refused at once, and one whose deadline passes while queued is dropped, not computed."""
     labels = 'graph="decoder",model="tiny",version="1"'
-    with running_server(tiny_repository, max_delay_ms=3000.0, max_queue=2) as srv:
+    with running_server(
+        tiny_repository, max_delay_ms=3000.0, max_queue=2, batch_wait_when_idle=True
+    ) as srv:
         with grpc.insecure_channel(srv.target) as ch:
             stub = vae_pb2_grpc.VaeServiceStub(ch)
             ok = stub.Sample.future(pb.SampleRequest(n=1, seed=2), timeout=60)
