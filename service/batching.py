@@ -3,9 +3,11 @@
 Many small callers then get the throughput of big batches. A batch starts when its first piece
 has waited `max_delay` or when the waiting pieces fill `max_batch_size`, whichever comes first;
 while a batch computes (in a worker thread, so the event loop never blocks), new pieces queue up
-and form the next one. Waiting for company only pays under concurrent load, so the batcher waits
-only when it has seen some (the last batch merged several requests, or several are queued): a
-lone caller on a quiet server gets the latency of one ONNX Runtime run, not that plus the delay.
+and form the next one. Waiting only pays while company is coming, so the batcher expects as many
+rows as its previous batch held: it waits until that many are queued (or `max_delay` passes), and
+the expectation follows the load up and down. A lone caller on a quiet server therefore gets the
+latency of one ONNX Runtime run, and 4 callers do not wait for 256 rows that will never come.
+`wait_when_idle` restores the fixed policy (wait for a full batch or the delay, as Triton does).
 Pieces whose caller went away (cancelled) or whose deadline passed are dropped before they are
 computed. A full queue refuses new pieces at once (`Overloaded`).
 """
@@ -65,7 +67,7 @@ class Batcher:
         self._arrived = asyncio.Event()
         self._worker: asyncio.Task[None] | None = None
         self._closed = False
-        self._last_pieces = 0  # requests merged into the previous batch
+        self._last_rows = 0  # rows in the previous batch: how much company to expect
 
     def start(self) -> None:
         self._worker = asyncio.get_running_loop().create_task(
@@ -119,11 +121,12 @@ class Batcher:
             while not self._queue:
                 self._arrived.clear()
                 await self._arrived.wait()
-            # Wait for company, from the first piece's arrival, unless the batch is already full
-            # or nothing suggests company is coming.
+            # Wait for company, from the first piece's arrival, until the rows expected are queued.
             opened = self._queue[0].enqueued
-            concurrent = self.wait_when_idle or self._last_pieces > 1 or len(self._queue) > 1
-            while concurrent and self._rows_waiting < self.max_batch_size:
+            expected = self.max_batch_size
+            if not self.wait_when_idle:
+                expected = min(expected, self._last_rows)
+            while self._rows_waiting < expected:
                 left = opened + self.max_delay_s - loop.time()
                 if left <= 0:
                     break
@@ -134,7 +137,7 @@ class Batcher:
                     break
             batch = self._take(loop.time())
             if batch:
-                self._last_pieces = len(batch)
+                self._last_rows = sum(len(p.rows) for p in batch)
                 await self._compute(batch)
 
     def _take(self, now: float) -> list[_Piece]:

@@ -53,8 +53,9 @@ class Settings(BaseSettings):
     """How long the first request of a batch waits for others to join it, in milliseconds."""
 
     batch_wait_when_idle: bool = False
-    """Wait `max_delay_ms` for company even when no concurrent load has been seen (Triton's
-    fixed delay). Off: a lone request on a quiet server runs at once."""
+    """Always wait for a full batch or `max_delay_ms` (Triton's fixed policy). Off: wait only
+    for as many rows as the previous batch held, so a lone request on a quiet server runs at
+    once."""
 
     max_queue: int = Field(1024, ge=1)
     """Requests waiting per graph; beyond it new requests get RESOURCE_EXHAUSTED."""

@@ -143,7 +143,7 @@ SERVE_FLAGS: dict[str, tuple[type | None, str]] = {
     "threads": (int, "intra-op threads per session; 0 = the CPUs this container may use"),
     "max_batch_size": (int, "most images per ONNX Runtime run (default 256)"),
     "max_delay_ms": (float, "how long a batch waits for more requests, ms (default 2)"),
-    "batch_wait_when_idle": (None, "wait max_delay_ms for company even on a quiet server"),
+    "batch_wait_when_idle": (None, "always wait for a full batch or max_delay_ms (Triton policy)"),
     "max_queue": (int, "requests waiting per graph before RESOURCE_EXHAUSTED (default 1024)"),
     "max_message_bytes": (int, "largest gRPC message in bytes (default 32 MiB)"),
     "max_images_per_request": (int, "most images or latents per Encode/Decode (default 1024)"),

@@ -200,3 +200,22 @@ def test_after_a_merged_batch_the_next_request_waits_for_company():
 
     _, graph = run(go, max_delay_s=30.0, max_batch_size=2)
     assert [len(b) for b in graph.batches] == [1, 2, 2]
+
+
+def test_the_batcher_expects_as_many_rows_as_its_last_batch_not_a_full_one():
+    async def go(batcher, graph):
+        graph.gate.clear()
+        first = asyncio.ensure_future(batcher.submit(rows(0, 1)))
+        await asyncio.to_thread(graph.entered.wait, 10)
+        merged = [asyncio.ensure_future(batcher.submit(rows(i, 1))) for i in (1, 2)]
+        await asyncio.sleep(0)
+        graph.gate.set()
+        await asyncio.gather(first, *merged)  # batches [0] then [1, 2]: expect 2 rows next
+        lone = asyncio.ensure_future(batcher.submit(rows(3, 1)))
+        await asyncio.sleep(0.05)
+        late = asyncio.ensure_future(batcher.submit(rows(4, 1)))
+        # 2 rows are queued: the batch runs now, not after the 30 s delay or at 8 rows
+        return await asyncio.wait_for(asyncio.gather(lone, late), 15)
+
+    _, graph = run(go, max_delay_s=30.0, max_batch_size=8)
+    assert [len(b) for b in graph.batches] == [1, 2, 2]

@@ -1,0 +1,1 @@
+"""Reproducible measurements of vaeserve: run `make bench` (python -m benchmarks.run)."""
