@@ -18,13 +18,14 @@ log = logging.getLogger(__name__)
 
 
 def ort_throughput(
-    spec: ModelSpec, batches: list[int], threads: int
+    spec: ModelSpec, batches: list[int], threads: int, providers: list[str] | None = None
 ) -> dict[str, dict[int, float]]:
-    """images/s of session.run per graph and batch size."""
+    """images/s of session.run per graph and batch size, on the providers the service uses."""
     rng = np.random.default_rng(0)
     out: dict[str, dict[int, float]] = {"encoder": {}, "decoder": {}}
-    encoder = open_graph(spec, "encoder", [CPU], threads)
-    decoder = open_graph(spec, "decoder", [CPU], threads)
+    encoder = open_graph(spec, "encoder", providers or [CPU], threads)
+    decoder = open_graph(spec, "decoder", providers or [CPU], threads)
+    log.info("onnxruntime providers: %s", encoder.session.get_providers())
     for n in batches:
         images = rng.random((n, *spec.image_shape), dtype=np.float32)
         z = rng.standard_normal((n, spec.latent_dim)).astype(np.float32)

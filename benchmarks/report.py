@@ -151,7 +151,8 @@ def markdown(r: dict[str, Any], plot_paths: list[Path], doc_dir: Path) -> str:
         "`benchmarks/results/results.json` and the plots below "
         f"in {r['seconds']:.0f} s. Every ratio compares figures from that same run.",
         "",
-        f"Machine: {m['cpu']}, {m['cores']} cores ({m['usable_cpus']} usable), no GPU; "
+        f"Machine: {m['cpu']}, {m['cores']} cores ({m['usable_cpus']} usable); providers "
+        f"{r.get('providers', 'cpu')}; "
         f"Python {m['python']}, onnxruntime {m['onnxruntime']}, torch {m['torch']}, "
         f"numpy {m['numpy']}. Model: {r['model']} (28×28×1, latent 2). ONNX Runtime and "
         f"PyTorch use {r['threads']} threads; the server and the load generator share the "

@@ -14,10 +14,10 @@ from typing import Any
 
 import onnxruntime as ort
 
-from benchmarks import inprocess, report, scenarios
+from benchmarks import inprocess, report, scenarios, server
 from benchmarks.server import start_server
 from vaeserve import __version__
-from vaeserve.service.config import available_cpus
+from vaeserve.service.config import PROVIDER_NAMES, available_cpus
 from vaeserve.service.repository import ModelRepository, bundled_repository
 
 log = logging.getLogger("benchmarks")
@@ -53,7 +53,14 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="short runs (a smoke test)")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     parser.add_argument("--doc", type=Path, default=Path("docs/performance.md"))
+    parser.add_argument(
+        "--providers",
+        default="cpu",
+        help="cpu, or cuda,cpu on a GPU machine (the service and in-process ORT both use it)",
+    )
     args = parser.parse_args()
+    server.PROVIDERS[:] = ["--providers", args.providers]
+    ort_providers = [PROVIDER_NAMES[p] for p in args.providers.split(",")]
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     started = time.perf_counter()
     quick = args.quick
@@ -70,7 +77,8 @@ def main() -> None:
         "quick": quick,
     }
     log.info("machine: %s", results["machine"])
-    results["onnxruntime"] = inprocess.ort_throughput(spec, batches, threads)
+    results["onnxruntime"] = inprocess.ort_throughput(spec, batches, threads, ort_providers)
+    results["providers"] = args.providers
     results["pytorch"] = inprocess.torch_throughput(spec, batches, threads)
 
     results["startup"] = scenarios.startup(repeats=2 if quick else 5)
@@ -79,13 +87,13 @@ def main() -> None:
         results["startup"]["startup_s"],
         results["startup"]["rss_after_warmup_mb"],
     )
-    server = start_server()
+    srv = start_server()
     try:
-        results["payload_bytes_per_image"] = scenarios.payload_bytes(server.target)
-        results["single_client"] = scenarios.single_client(server, batches, seconds)
-        results["rss_under_load_mb"] = server.rss_mb()
+        results["payload_bytes_per_image"] = scenarios.payload_bytes(srv.target)
+        results["single_client"] = scenarios.single_client(srv, batches, seconds)
+        results["rss_under_load_mb"] = srv.rss_mb()
     finally:
-        server.stop()
+        srv.stop()
     results["concurrency"] = {
         "batching_on": scenarios.concurrency_sweep(levels, seconds, ()),
         "batching_off": scenarios.concurrency_sweep(levels, seconds, ("--max-batch-size", "1")),

@@ -45,6 +45,9 @@ class ServerProcess:
             return self.process.wait()
 
 
+PROVIDERS = ["--providers", "cpu"]  # benchmarks.run --providers cuda,cpu changes this
+
+
 def start_server(*args: str, timeout: float = 60.0) -> ServerProcess:
     """`vaeserve serve --port 0 ARGS` on loopback; returns once readiness is SERVING.
 
@@ -55,9 +58,9 @@ def start_server(*args: str, timeout: float = 60.0) -> ServerProcess:
         sys.executable,
         "-m",
         "vaeserve",
+        "serve",
         "--log-level",
         "WARNING",
-        "serve",
         "--host",
         "127.0.0.1",
         "--port",
@@ -66,8 +69,7 @@ def start_server(*args: str, timeout: float = 60.0) -> ServerProcess:
         "-1",
         "--port-file",
         str(port_file),
-        "--providers",
-        "cpu",
+        *PROVIDERS,
         *args,
     ]
     t0 = time.perf_counter()

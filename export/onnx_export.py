@@ -61,7 +61,6 @@ def export_model(
     tolerance: float = 1e-4,
     optimize: bool = False,
     fp16: bool = False,
-    fp16_tolerance: float = 5e-3,
     data: str | None = None,
     command: str | None = None,
     force: bool = False,
@@ -88,7 +87,7 @@ def export_model(
         if optimize:
             meta["variants"].update(_optimized_copies(work, batch_sizes, tolerance))
         if fp16:
-            meta["variants"].update(_fp16_decoder(work, batch_sizes, fp16_tolerance))
+            meta["variants"].update(_fp16_variants(work, batch_sizes))
         for variant in meta["variants"].values():
             variant["sha256"] = md.sha256_file(work / variant["file"])
         md.write_model_json(work, meta)
@@ -326,25 +325,33 @@ def _optimized_copies(work: Path, batch_sizes: tuple[int, ...], tolerance: float
     return variants
 
 
-def _fp16_decoder(work: Path, batch_sizes: tuple[int, ...], tolerance: float) -> dict[str, Any]:
-    """A float16 decoder for GPUs (float32 inputs and outputs kept, so clients see no change)."""
+# float16 tolerances: decoder pixels in [0, 1] (5e-3 is 1.3 grey levels of 255); encoder
+# outputs in latent units, where the prior's standard deviation is 1.
+FP16_TOLERANCE = {"decoder": 5e-3, "encoder": 2e-2}
+
+
+def _fp16_variants(work: Path, batch_sizes: tuple[int, ...]) -> dict[str, Any]:
+    """float16 encoder and decoder for GPUs (float32 inputs and outputs kept, so clients and the
+    service see no change), each checked against its float32 graph."""
     from onnxconverter_common import float16
 
-    src, dst = work / md.DECODER, work / "decoder.fp16.onnx"
-    proto = float16.convert_float_to_float16(onnx.load(str(src)), keep_io_types=True)
-    onnx.save(proto, str(dst))
-    onnx.checker.check_model(str(dst), full_check=True)
-    diff = _variant_diff(src, dst, batch_sizes)
-    if diff > tolerance:
-        raise ExportError(f"{dst.name}: parity {diff:.3e} > {tolerance:g}")
-    return {
-        "decoder_fp16": {
+    variants = {}
+    for graph in ("encoder", "decoder"):
+        src, dst = work / f"{graph}.onnx", work / f"{graph}.fp16.onnx"
+        proto = float16.convert_float_to_float16(onnx.load(str(src)), keep_io_types=True)
+        onnx.save(proto, str(dst))
+        onnx.checker.check_model(str(dst), full_check=True)
+        diff = _variant_diff(src, dst, batch_sizes)
+        tolerance = FP16_TOLERANCE[graph]
+        if diff > tolerance:
+            raise ExportError(f"{dst.name}: parity {diff:.3e} > {tolerance:g}")
+        variants[f"{graph}_fp16"] = {
             "file": dst.name,
             "max_abs_diff": diff,
             "tolerance": tolerance,
             "note": "float16 weights and compute; float32 input and output",
         }
-    }
+    return variants
 
 
 def _variant_diff(reference: Path, variant: Path, batch_sizes: tuple[int, ...]) -> float:

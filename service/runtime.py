@@ -11,33 +11,120 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
 
 from vaeserve.service.errors import StartupError
-from vaeserve.service.repository import GRAPHS, ModelSpec, check_io
+from vaeserve.service.repository import (
+    GRAPHS,
+    ModelSpec,
+    RepositoryError,
+    check_io,
+    sha256_file,
+)
 
 log = logging.getLogger(__name__)
 
 CUDA = "CUDAExecutionProvider"
 CPU = "CPUExecutionProvider"
-# Deterministic cuDNN algorithm choice, so replicas on the same GPU model give the same bytes.
-CUDA_OPTIONS = {"cudnn_conv_algo_search": "DEFAULT"}
+TENSORRT = "TensorrtExecutionProvider"
+GPU_PROVIDERS = (TENSORRT, CUDA)
+
+
+@dataclass(frozen=True)
+class RuntimeOptions:
+    """How sessions are built beyond providers and threads: the GPU path's knobs.
+
+    `io_binding` and `buckets` are "auto" (on where a GPU provider is active), "on" or "off".
+    """
+
+    cuda_device_id: int = 0
+    # HEURISTIC asks cuDNN's heuristics once per shape: no benchmarking at start-up, and the
+    # same choice on every replica with the same GPU and cuDNN, so the same bytes for a seed.
+    cudnn_conv_algo_search: str = "HEURISTIC"
+    gpu_mem_limit_mb: int = 0  # 0: no limit
+    arena_extend_strategy: str = "kNextPowerOfTwo"
+    tensorrt: bool = False
+    tensorrt_cache_dir: str | None = None
+    tensorrt_fp16: bool = False
+    io_binding: str = "auto"
+    buckets: str = "auto"
+    fp16: bool = False  # serve the model's float16 variants (exported with --fp16)
+
+    def cuda_options(self) -> dict[str, str]:
+        options = {
+            "device_id": str(self.cuda_device_id),
+            "cudnn_conv_algo_search": self.cudnn_conv_algo_search,
+            "arena_extend_strategy": self.arena_extend_strategy,
+        }
+        if self.gpu_mem_limit_mb:
+            options["gpu_mem_limit"] = str(self.gpu_mem_limit_mb * 1024 * 1024)
+        return options
+
+    def tensorrt_options(self) -> dict[str, str]:
+        options = {
+            "device_id": str(self.cuda_device_id),
+            "trt_fp16_enable": str(self.tensorrt_fp16),
+        }
+        if self.tensorrt_cache_dir:
+            # Engines are built once per shape and reused across restarts.
+            options.update(
+                trt_engine_cache_enable="True",
+                trt_engine_cache_path=self.tensorrt_cache_dir,
+                trt_timing_cache_enable="True",
+                trt_timing_cache_path=self.tensorrt_cache_dir,
+            )
+        return options
+
+
+def batch_buckets(max_batch_size: int) -> list[int]:
+    """Powers of two up to max_batch_size, and max_batch_size itself: the shapes a GPU session
+    sees when batches are padded, all of them warmed up before readiness."""
+    sizes, n = [], 1
+    while n < max_batch_size:
+        sizes.append(n)
+        n *= 2
+    return [*sizes, max_batch_size]
 
 
 @dataclass
 class GraphSession:
-    """One loaded graph: a float32 batch in, its outputs (batch-first) out."""
+    """One loaded graph: a float32 batch in, its outputs (batch-first) out.
+
+    With `buckets`, a batch is padded with zero rows up to the next bucket so every run has a
+    shape that was warmed up (cuDNN algorithms and TensorRT engines are chosen per shape); the
+    padding rows are cut off the outputs. With `io_binding`, inputs and outputs are bound to the
+    session: one host-to-device copy of the input and one device-to-host copy of each output,
+    with no intermediate buffers.
+    """
 
     graph: str
     session: ort.InferenceSession
     input_name: str
     output_names: list[str]
+    io_binding: bool = False
+    buckets: list[int] | None = None
 
     def run(self, batch: np.ndarray) -> list[np.ndarray]:
         # ORT releases the GIL while it computes; callers run this in a worker thread.
-        return list(self.session.run(self.output_names, {self.input_name: batch}))
+        rows = len(batch)
+        if self.buckets:
+            size = next((b for b in self.buckets if b >= rows), rows)
+            if size > rows:
+                pad = np.zeros((size - rows, *batch.shape[1:]), dtype=batch.dtype)
+                batch = np.concatenate([batch, pad])
+        if self.io_binding:
+            binding = self.session.io_binding()
+            binding.bind_cpu_input(self.input_name, np.ascontiguousarray(batch))
+            for name in self.output_names:
+                binding.bind_output(name, "cpu")
+            self.session.run_with_iobinding(binding)
+            outputs = binding.copy_outputs_to_cpu()
+        else:
+            outputs = self.session.run(self.output_names, {self.input_name: batch})
+        return [out[:rows] for out in outputs] if len(batch) != rows else list(outputs)
 
 
 @dataclass
@@ -50,11 +137,16 @@ class ModelRuntime:
     providers: list[str]
     requested: list[str]
     threads: int
+    precision: str = "fp32"
 
     @property
     def gpu_fallback(self) -> bool:
-        """CUDA was asked for, but the sessions run on the CPU."""
-        return CUDA in self.requested and CUDA not in self.providers
+        """A GPU provider was asked for, but the sessions run on the CPU."""
+        return any(p in self.requested for p in GPU_PROVIDERS) and not self.on_gpu
+
+    @property
+    def on_gpu(self) -> bool:
+        return any(p in self.providers for p in GPU_PROVIDERS)
 
 
 def session_options(threads: int) -> ort.SessionOptions:
@@ -71,16 +163,52 @@ def session_options(threads: int) -> ort.SessionOptions:
     return options
 
 
-def provider_list(requested: list[str]) -> list[str | tuple[str, dict[str, str]]]:
-    """ORT's providers argument: CUDA with its options where asked for, the rest as names."""
-    return [(p, dict(CUDA_OPTIONS)) if p == CUDA else p for p in requested]
+def provider_list(
+    requested: list[str], options: RuntimeOptions | None = None
+) -> list[str | tuple[str, dict[str, str]]]:
+    """ORT's providers argument, in priority order: TensorRT (when enabled, before CUDA), CUDA
+    with its options, the rest as names."""
+    options = options or RuntimeOptions()
+    out: list[str | tuple[str, dict[str, str]]] = []
+    for p in requested:
+        if p == CUDA:
+            if options.tensorrt:
+                out.append((TENSORRT, options.tensorrt_options()))
+            out.append((CUDA, options.cuda_options()))
+        elif p != TENSORRT:
+            out.append(p)
+    return out
 
 
-def open_graph(spec: ModelSpec, graph: str, requested: list[str], threads: int) -> GraphSession:
+def graph_file(spec: ModelSpec, graph: str, fp16: bool) -> Path:
+    """The graph to load: its float16 variant when asked for and exported, checked against the
+    digest model.json records for it."""
+    variant = f"{graph}_fp16"
+    if not fp16:
+        return spec.graph_path(graph)
+    if variant not in spec.meta.get("variants", {}):
+        raise RepositoryError(
+            f"{spec.directory}: fp16 serving asked for, but the model has no {variant} "
+            "(export it with vaeserve export --fp16)"
+        )
+    path = spec.graph_path(graph, variant)
+    if sha256_file(path) != spec.meta["variants"][variant]["sha256"]:
+        raise RepositoryError(f"{path}: sha256 does not match model.json")
+    return path
+
+
+def open_graph(
+    spec: ModelSpec,
+    graph: str,
+    requested: list[str],
+    threads: int,
+    options: RuntimeOptions | None = None,
+) -> GraphSession:
     """Load one graph and hold it to the signature model.json promises."""
-    path = spec.graph_path(graph)
+    options = options or RuntimeOptions()
+    path = graph_file(spec, graph, options.fp16)
     session = ort.InferenceSession(
-        str(path), session_options(threads), providers=provider_list(requested)
+        str(path), session_options(threads), providers=provider_list(requested, options)
     )
     check_io(spec, graph, session.get_inputs(), session.get_outputs())
     return GraphSession(
@@ -91,6 +219,10 @@ def open_graph(spec: ModelSpec, graph: str, requested: list[str], threads: int) 
     )
 
 
+def _resolve(switch: str, on_gpu: bool) -> bool:
+    return switch == "on" or (switch == "auto" and on_gpu)
+
+
 def load_runtime(
     spec: ModelSpec,
     requested: list[str],
@@ -99,20 +231,25 @@ def load_runtime(
     require_gpu: bool = False,
     warmup_batch: int = 1,
     use: list[str] | None = None,
+    options: RuntimeOptions | None = None,
 ) -> ModelRuntime:
     """Open both graphs, check where they run, and warm them up (first runs allocate).
 
     `requested` is what the settings ask for (reported); `use` what to try, when an earlier
     model already found CUDA unusable (each failed CUDA attempt costs time and log noise).
+    `warmup_batch` is the largest batch the server runs (max_batch_size): every bucket up to it
+    is run once before the model is reported ready.
     """
+    options = options or RuntimeOptions()
     start = time.perf_counter()
     use = requested if use is None else use
-    encoder = open_graph(spec, GRAPHS[0], use, threads)
+    encoder = open_graph(spec, GRAPHS[0], use, threads, options)
     providers = encoder.session.get_providers()
-    if CUDA in use and CUDA not in providers:
+    if CUDA in use and not any(p in providers for p in GPU_PROVIDERS):
         use = [p for p in use if p != CUDA]
-    decoder = open_graph(spec, GRAPHS[1], use, threads)
-    runtime = ModelRuntime(spec, encoder, decoder, providers, requested, threads)
+    decoder = open_graph(spec, GRAPHS[1], use, threads, options)
+    precision = "fp16" if options.fp16 else "fp32"
+    runtime = ModelRuntime(spec, encoder, decoder, providers, requested, threads, precision)
     where = f"{spec.name} v{spec.version}"
     if runtime.gpu_fallback:
         message = (
@@ -122,22 +259,32 @@ def load_runtime(
         if require_gpu:
             raise StartupError(message + "; --require-gpu makes this fatal")
         log.warning("%s; serving on the CPU", message)
-    warmup(runtime, warmup_batch)
+    if options.tensorrt and TENSORRT not in providers:
+        log.warning("%s: TensorRT was requested but is not active (providers %s)", where, providers)
+    buckets = batch_buckets(max(1, warmup_batch))
+    for session in (encoder, decoder):
+        session.io_binding = _resolve(options.io_binding, runtime.on_gpu)
+        session.buckets = buckets if _resolve(options.buckets, runtime.on_gpu) else None
+    warmup(runtime, buckets)
     log.info(
-        "loaded %s from %s on %s with %d threads in %.2fs",
+        "loaded %s from %s on %s (%s, io_binding %s, padded buckets %s) with %d threads in %.2fs",
         where,
         spec.directory,
         providers,
+        precision,
+        encoder.io_binding,
+        encoder.buckets is not None,
         threads,
         time.perf_counter() - start,
     )
     return runtime
 
 
-def warmup(runtime: ModelRuntime, batch: int) -> None:
-    """Run each graph at batch 1 and at `batch`, so the first requests do not pay for setup."""
+def warmup(runtime: ModelRuntime, sizes: list[int]) -> None:
+    """Run each graph at every batch size the server will use, so no request pays for a first
+    run (allocation, cuDNN algorithm choice, TensorRT engine build)."""
     spec = runtime.spec
-    for n in sorted({1, max(1, batch)}):
+    for n in sizes:
         z = np.zeros((n, spec.latent_dim), dtype=np.float32)
         images = runtime.decoder.run(z)[0]
         runtime.encoder.run(images.astype(np.float32, copy=False))

@@ -213,7 +213,12 @@ def test_optimized_and_fp16_variants(tmp_path):
         ckpt, tmp_path / "r", "rgb", 2, batch_sizes=(1, 5), optimize=True, fp16=True
     )
     variants = result.meta["variants"]
-    assert set(variants) == {"encoder_optimized", "decoder_optimized", "decoder_fp16"}
+    assert set(variants) == {
+        "encoder_optimized",
+        "decoder_optimized",
+        "encoder_fp16",
+        "decoder_fp16",
+    }
     for variant in variants.values():
         path = result.directory / variant["file"]
         assert sha256_file(path) == variant["sha256"]
