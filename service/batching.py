@@ -67,12 +67,20 @@ class Batcher:
         self._arrived = asyncio.Event()
         self._worker: asyncio.Task[None] | None = None
         self._closed = False
+        self._retired = False  # no longer served: the worker exits whenever the queue is empty
         self._last_rows = 0  # rows in the previous batch: how much company to expect
 
     def start(self) -> None:
         self._worker = asyncio.get_running_loop().create_task(
             self._loop(), name=f"batcher-{'/'.join(self.labels)}"
         )
+
+    def retire(self) -> None:
+        """A reload replaced this graph: finish what is queued, then let the worker exit. A
+        request that resolved the old model before the swap may still submit (a stream's next
+        chunk); that restarts the worker, so nothing in flight fails."""
+        self._retired = True
+        self._arrived.set()
 
     async def stop(self) -> None:
         """Stop taking work; pieces still queued get Unavailable."""
@@ -103,6 +111,8 @@ class Batcher:
                 f"{self.labels[2]} of {self.labels[0]} v{self.labels[1]}; retry later"
             )
         loop = asyncio.get_running_loop()
+        if self._retired and (self._worker is None or self._worker.done()):
+            self.start()
         piece = _Piece(rows, loop.create_future(), deadline, loop.time())
         self._queue.append(piece)
         self._rows_waiting += len(rows)
@@ -119,6 +129,8 @@ class Batcher:
         loop = asyncio.get_running_loop()
         while True:
             while not self._queue:
+                if self._retired:
+                    return
                 self._arrived.clear()
                 await self._arrived.wait()
             # Wait for company, from the first piece's arrival, until the rows expected are queued.

@@ -84,6 +84,30 @@ class Settings(BaseSettings):
     log_level: LogLevel = "INFO"
     """Logging level of the server."""
 
+    max_concurrent_requests: int = Field(1024, ge=1)
+    """VaeService RPCs handled at once; beyond it new ones get RESOURCE_EXHAUSTED at once, so a
+    flood cannot grow memory without bound."""
+
+    reflection: bool = True
+    """Serve gRPC server reflection (grpcurl and other tools list the services through it)."""
+
+    tls_cert: Path | None = None
+    """PEM certificate chain of the server; with `tls_key`, the port speaks TLS only."""
+
+    tls_key: Path | None = None
+    """PEM private key of `tls_cert` (never logged)."""
+
+    tls_client_ca: Path | None = None
+    """PEM CA bundle: when set, clients must present a certificate it signed (mutual TLS)."""
+
+    auth_token_file: Path | None = None
+    """File holding the bearer token VaeService calls must send (`authorization: Bearer ...`);
+    health and reflection stay open. Unset: no token needed."""
+
+    poll_repository_s: float = Field(0.0, ge=0.0)
+    """Check the repository for changes this often (seconds) and reload when it changed;
+    0 = only on SIGHUP."""
+
     @field_validator("providers")
     @classmethod
     def _known_providers(cls, value: str) -> str:
@@ -105,6 +129,14 @@ class Settings(BaseSettings):
     def _gpu_requested(self) -> Settings:
         if self.require_gpu and "cuda" not in self.provider_list:
             raise ValueError("require_gpu needs 'cuda' in providers")
+        return self
+
+    @model_validator(mode="after")
+    def _tls_complete(self) -> Settings:
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("tls_cert and tls_key go together: set both or neither")
+        if self.tls_client_ca is not None and self.tls_cert is None:
+            raise ValueError("tls_client_ca (mutual TLS) needs tls_cert and tls_key")
         return self
 
     @property

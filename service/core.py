@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import weakref
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -16,8 +17,9 @@ from pathlib import Path
 
 import numpy as np
 
-from vaeserve.service import rng
+from vaeserve.service import latent, rng
 from vaeserve.service.batching import Batcher, submit_all
+from vaeserve.service.concepts import Concepts, LabelStats, load_concepts, required
 from vaeserve.service.config import Settings
 from vaeserve.service.errors import InvalidInput, LimitExceeded, StartupError
 from vaeserve.service.formats import MESSAGE_OVERHEAD, OutputFormat, image_bytes
@@ -89,6 +91,7 @@ class LoadedModel:
     runtime: ModelRuntime
     encoder: Batcher
     decoder: Batcher
+    concepts: Concepts | None = None  # from concepts.json beside the graphs, when usable
 
     @property
     def spec(self) -> ModelSpec:
@@ -108,19 +111,47 @@ class VaeCore:
         self.repository = repository
         self.limits = limits
         self.metrics = metrics
+        # Sized once: a reload that adds versions shares these threads (at least 4 of them).
         self.executor = ThreadPoolExecutor(
-            max_workers=2 * len(runtimes), thread_name_prefix="vaeserve-ort"
+            max_workers=max(4, 2 * len(runtimes)), thread_name_prefix="vaeserve-ort"
         )
         self.models: dict[tuple[str, int], LoadedModel] = {}
+        self._retired: weakref.WeakSet[Batcher] = weakref.WeakSet()
         for runtime in runtimes:
-            spec = runtime.spec
-            self.models[(spec.name, spec.version)] = LoadedModel(
-                runtime, self._batcher(runtime, "encoder"), self._batcher(runtime, "decoder")
+            self.models[(runtime.spec.name, runtime.spec.version)] = self.new_model(runtime)
+
+    def new_model(self, runtime: ModelRuntime) -> LoadedModel:
+        """A loaded runtime behind its two batchers (not started yet), reported in metrics."""
+        spec = runtime.spec
+        if self.metrics:
+            self.metrics.model.labels(spec.name, str(spec.version)).info(
+                {"providers": ",".join(runtime.providers), "threads": str(runtime.threads)}
             )
-            if metrics:
-                metrics.model.labels(spec.name, str(spec.version)).info(
-                    {"providers": ",".join(runtime.providers), "threads": str(runtime.threads)}
-                )
+        return LoadedModel(
+            runtime,
+            self._batcher(runtime, "encoder"),
+            self._batcher(runtime, "decoder"),
+            load_concepts(spec),
+        )
+
+    def install(
+        self, repository: ModelRepository, models: dict[tuple[str, int], LoadedModel]
+    ) -> list[LoadedModel]:
+        """Serve `models` from now on; returns those no longer served, whose batchers are retired.
+
+        One synchronous step on the event loop: each request resolves against the old table or
+        the new one, never a mix. A request already holding a retired model finishes on it (a
+        retired batcher restarts for late pieces), and its sessions are freed with its last user.
+        """
+        old, self.repository, self.models = self.models, repository, models
+        gone = [m for key, m in old.items() if models.get(key) is not m]
+        for model in gone:
+            for batcher in (model.encoder, model.decoder):
+                batcher.retire()
+                self._retired.add(batcher)
+            if self.metrics and (model.spec.name, model.spec.version) not in models:
+                self.metrics.model.remove(model.spec.name, str(model.spec.version))
+        return gone
 
     def _batcher(self, runtime: ModelRuntime, graph: str) -> Batcher:
         session = runtime.encoder if graph == "encoder" else runtime.decoder
@@ -140,34 +171,14 @@ class VaeCore:
         """Scan the repository and load, check and warm up every model version (blocking)."""
         root = settings.repository or bundled_repository()
         repository = ModelRepository(Path(root)).scan()
-        threads = settings.resolved_threads()
-        use = settings.ort_providers
-        runtimes: list[ModelRuntime] = []
-        for versions in repository.models.values():
-            for spec in versions.values():
-                try:
-                    runtimes.append(
-                        load_runtime(
-                            spec,
-                            settings.ort_providers,
-                            threads,
-                            require_gpu=settings.require_gpu,
-                            warmup_batch=settings.max_batch_size,
-                            use=use,
-                        )
-                    )
-                    if runtimes[-1].gpu_fallback:  # no need to try CUDA again for the others
-                        use = [p for p in use if p != CUDA]
-                except RepositoryError as exc:  # graph does not match model.json: skip it
-                    log.error("skipping model version: %s", exc)
+        specs = [spec for versions in repository.models.values() for spec in versions.values()]
+        runtimes, errors = load_runtimes(specs, settings)
         if not runtimes:
-            raise StartupError(f"{root}: no model version could be loaded")
-        loaded = {(r.spec.name, r.spec.version) for r in runtimes}
-        repository.models = {
-            name: {v: s for v, s in versions.items() if (name, v) in loaded}
-            for name, versions in repository.models.items()
-            if any((name, v) in loaded for v in versions)
-        }
+            raise StartupError(
+                f"{root}: no model version could be loaded: {'; '.join(errors.values())}"
+            )
+        repository.errors.update(errors)
+        repository.models = served_specs(repository.models, runtimes)
         return cls(repository, runtimes, Limits.from_settings(settings), metrics)
 
     def start(self) -> None:
@@ -180,6 +191,8 @@ class VaeCore:
         for model in self.models.values():
             await model.encoder.stop()
             await model.decoder.stop()
+        for batcher in list(self._retired):  # retired ones a late request restarted
+            await batcher.stop()
         self.executor.shutdown(wait=True)
 
     def resolve(self, name: str = "", version: int = 0) -> LoadedModel:
@@ -233,12 +246,14 @@ class VaeCore:
         offset: int = 0,
         fmt: OutputFormat = "float32",
         deadline: float | None = None,
+        concept: str = "",
     ) -> Sampled:
         self._check_sample(n, temperature, offset, self.limits.max_sample_n, "Sample")
+        around = _sampling_label(model, concept)
         per_image = image_bytes(model.spec.image_shape, fmt) + 4 * model.spec.latent_dim
         self._check_response(n * per_image, n=n, fmt=fmt)
         seed = rng.random_seed() if seed is None else seed
-        return await self._sample_rows(model, seed, temperature, offset, n, deadline)
+        return await self._sample_rows(model, seed, temperature, offset, n, deadline, around)
 
     async def sample_stream(
         self,
@@ -251,10 +266,12 @@ class VaeCore:
         fmt: OutputFormat = "float32",
         chunk_size: int = 0,
         deadline: float | None = None,
+        concept: str = "",
     ) -> AsyncIterator[Sampled]:
         """Sample in chunks, each under the message-size limit; the next chunk is computed
         while the current one is being sent."""
         self._check_sample(n, temperature, offset, self.limits.max_stream_n, "SampleStream")
+        around = _sampling_label(model, concept)
         chunk = self.chunk_rows(model.spec, fmt, chunk_size)
         seed = rng.random_seed() if seed is None else seed
         starts = list(range(offset, offset + n, chunk))
@@ -262,7 +279,7 @@ class VaeCore:
         def launch(start: int) -> asyncio.Task[Sampled]:
             rows = min(chunk, offset + n - start)
             return asyncio.ensure_future(
-                self._sample_rows(model, seed, temperature, start, rows, deadline)
+                self._sample_rows(model, seed, temperature, start, rows, deadline, around)
             )
 
         pending = launch(starts[0])
@@ -296,9 +313,12 @@ class VaeCore:
         offset: int,
         n: int,
         deadline: float | None,
+        around: LabelStats | None = None,
     ) -> Sampled:
         latents = rng.normal_rows(seed, offset, n, model.spec.latent_dim)
-        if temperature != 1.0:
+        if around is not None:  # N(mean_K, temperature^2 cov_K), row by row
+            latents = latent.around(around.mean, around.factor, latents, temperature)
+        elif temperature != 1.0:
             latents *= np.float32(temperature)
         (images,) = await submit_all(model.decoder, latents, deadline)
         return Sampled(images, latents, seed, offset)
@@ -376,6 +396,57 @@ class VaeCore:
     def metadata_json(self, model: LoadedModel) -> str:
         """model.json of the version (dataset, training config, metrics, parity, provenance)."""
         return json.dumps(model.spec.meta, sort_keys=True, default=str)
+
+
+def load_runtimes(
+    specs: list[ModelSpec], settings: Settings
+) -> tuple[list[ModelRuntime], dict[str, str]]:
+    """Load, check and warm up each version (blocking). A version that cannot be loaded is
+    skipped and reported as {directory: message}; only StartupError (--require-gpu) is fatal."""
+    threads = settings.resolved_threads()
+    use = settings.ort_providers
+    runtimes: list[ModelRuntime] = []
+    errors: dict[str, str] = {}
+    for spec in specs:
+        try:
+            runtimes.append(
+                load_runtime(
+                    spec,
+                    settings.ort_providers,
+                    threads,
+                    require_gpu=settings.require_gpu,
+                    warmup_batch=settings.max_batch_size,
+                    use=use,
+                )
+            )
+            if runtimes[-1].gpu_fallback:  # no need to try CUDA again for the others
+                use = [p for p in use if p != CUDA]
+        except StartupError:
+            raise
+        except Exception as exc:  # graph does not match model.json, or ORT cannot read it
+            message = str(exc)
+            if not isinstance(exc, RepositoryError):
+                message = f"{spec.directory}: ONNX Runtime cannot load it ({message})"
+            errors[str(spec.directory)] = message
+            log.error("skipping model version %s v%d: %s", spec.name, spec.version, message)
+    return runtimes, errors
+
+
+def served_specs(
+    models: dict[str, dict[int, ModelSpec]], runtimes: list[ModelRuntime]
+) -> dict[str, dict[int, ModelSpec]]:
+    """The repository's table cut down to the versions that really loaded."""
+    loaded = {(r.spec.name, r.spec.version) for r in runtimes}
+    return {
+        name: {v: s for v, s in versions.items() if (name, v) in loaded}
+        for name, versions in models.items()
+        if any((name, v) in loaded for v in versions)
+    }
+
+
+def _sampling_label(model: LoadedModel, concept: str) -> LabelStats | None:
+    """The label a Sample draws around (`label:K`), or None for the prior."""
+    return required(model.concepts, model.spec).label(concept) if concept else None
 
 
 def _check_finite(array: np.ndarray, what: str) -> None:

@@ -14,6 +14,7 @@ __all__ = [
     "RepositoryError",
     "ServiceError",
     "StartupError",
+    "Unauthenticated",
     "Unavailable",
 ]
 
@@ -40,6 +41,10 @@ class Unavailable(ServiceError):
 
 class DeadlineExpired(ServiceError):
     """The request's deadline passed while it waited, so it was dropped before computing."""
+
+
+class Unauthenticated(ServiceError):
+    """The call carries no valid credentials; the message never repeats what was sent."""
 
 
 class StartupError(RuntimeError):

@@ -87,6 +87,17 @@ class Metrics:
             registry=r,
         )
         self.ready = Gauge("vaeserve_ready", "1 when the server is ready to serve", registry=r)
+        self.reloads = Counter(
+            "vaeserve_reloads",
+            "Model repository reloads, by result (ok, partial, failed, unchanged)",
+            ["result"],
+            registry=r,
+        )
+        self.model_errors = Gauge(
+            "vaeserve_model_errors",
+            "Model versions in the repository that could not be served (last load or reload)",
+            registry=r,
+        )
         self.model = Info(
             "vaeserve_model",
             "A loaded model version and its providers",

@@ -153,6 +153,13 @@ SERVE_FLAGS: dict[str, tuple[type | None, str]] = {
     "max_connection_age_s": (float, "close client connections after this long; 0 = never"),
     "port_file": (Path, "write the bound ports as JSON to this file once ready"),
     "log_level": (str, "DEBUG, INFO, WARNING or ERROR (default INFO)"),
+    "max_concurrent_requests": (int, "RPCs at once before RESOURCE_EXHAUSTED (default 1024)"),
+    "reflection": (None, "serve gRPC reflection (default on; --no-reflection turns it off)"),
+    "tls_cert": (Path, "PEM server certificate chain; with --tls-key the port speaks TLS"),
+    "tls_key": (Path, "PEM private key of --tls-cert"),
+    "tls_client_ca": (Path, "PEM CA that client certificates must chain to (mutual TLS)"),
+    "auth_token_file": (Path, "file with the bearer token VaeService calls must send"),
+    "poll_repository_s": (float, "reload when the repository changes, checked every S seconds"),
 }
 
 
@@ -192,7 +199,11 @@ def _generate(args: argparse.Namespace) -> int:
         from vaeserve.service.client.generate import generate
 
         client = VaeClient(
-            args.target, model=args.model, version=args.version, timeout=args.timeout
+            args.target,
+            model=args.model,
+            version=args.version,
+            timeout=args.timeout,
+            **_client_security(args),
         )
         try:
             result = generate(
@@ -220,6 +231,22 @@ def _generate(args: argparse.Namespace) -> int:
     }
     print(json.dumps(summary, indent=2))
     return 0
+
+
+def _client_security(args: argparse.Namespace) -> dict[str, object]:
+    """VaeClient's TLS and token arguments from `generate`'s flags (files read here)."""
+
+    def read(path: Path | None) -> bytes | None:
+        return None if path is None else path.read_bytes()
+
+    token = read(args.token_file)
+    return {
+        "tls": args.tls,
+        "root_certificates": read(args.root_cert),
+        "client_certificate": read(args.client_cert),
+        "client_key": read(args.client_key),
+        "token": token.decode().strip() if token else None,
+    }
 
 
 def _image_size(text: str) -> tuple[int, int]:
@@ -318,7 +345,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--fp16",
         action="store_true",
-        help="also write a float16 decoder for GPUs (decoder.fp16.onnx)",
+        help="also write float16 graphs for GPUs (encoder.fp16.onnx, decoder.fp16.onnx)",
     )
     p.add_argument(
         "--data",
@@ -381,6 +408,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--chunk-size", type=int, default=0, help="images per streamed message")
     p.add_argument("--timeout", type=float, default=30.0, help="deadline of each unary call, s")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--tls", action="store_true", help="TLS, verified by the system's roots")
+    p.add_argument("--root-cert", type=Path, default=None, help="PEM CA to verify the server by")
+    p.add_argument("--client-cert", type=Path, default=None, help="PEM client cert (mutual TLS)")
+    p.add_argument("--client-key", type=Path, default=None, help="PEM key of --client-cert")
+    p.add_argument("--token-file", type=Path, default=None, help="file with the bearer token")
     p.set_defaults(func=_generate)
     return parser
 

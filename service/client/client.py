@@ -20,6 +20,7 @@ import grpc
 import numpy as np
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from vaeserve.service.client.credentials import open_channel
 from vaeserve.service.grpc.tensors import to_array, to_tensor
 from vaeserve.v1 import vae_pb2 as pb
 from vaeserve.v1 import vae_pb2_grpc
@@ -82,7 +83,9 @@ class VaeClient:
     """A blocking client for vaeserve.v1.VaeService. Use as a context manager, or call close().
 
     `timeout` is the default deadline of each call in seconds (streams: of the whole stream,
-    None = no deadline); `retries` is how many times UNAVAILABLE is retried.
+    None = no deadline); `retries` is how many times UNAVAILABLE is retried. For a secured
+    server: `tls` (or `root_certificates`, PEM, to verify it by), `client_certificate` and
+    `client_key` (PEM) for mutual TLS, `token` for bearer-token authentication.
     """
 
     def __init__(
@@ -97,6 +100,11 @@ class VaeClient:
         max_backoff_s: float = 2.0,
         max_message_bytes: int = 64 * 1024 * 1024,
         options: list[tuple[str, Any]] | None = None,
+        tls: bool = False,
+        root_certificates: bytes | None = None,
+        client_certificate: bytes | None = None,
+        client_key: bytes | None = None,
+        token: str | None = None,
     ) -> None:
         self.target = target
         self.model = model
@@ -111,7 +119,15 @@ class VaeClient:
             ("grpc.keepalive_time_ms", 30_000),
             *(options or []),
         ]
-        self.channel = grpc.insecure_channel(target, options=channel_options)
+        self.channel = open_channel(
+            target,
+            channel_options,
+            tls=tls,
+            root_certificates=root_certificates,
+            client_certificate=client_certificate,
+            client_key=client_key,
+            token=token,
+        )
         self.stub = vae_pb2_grpc.VaeServiceStub(self.channel)
         self.health_stub = health_pb2_grpc.HealthStub(self.channel)
 

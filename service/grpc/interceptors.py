@@ -12,12 +12,14 @@ from typing import Any
 
 import grpc
 
+from vaeserve.service.auth import TokenAuth
 from vaeserve.service.errors import (
     DeadlineExpired,
     InvalidInput,
     LimitExceeded,
     ModelNotFoundError,
     Overloaded,
+    Unauthenticated,
     Unavailable,
 )
 from vaeserve.service.metrics import Metrics
@@ -34,6 +36,7 @@ STATUS: tuple[tuple[type[BaseException], grpc.StatusCode], ...] = (
     (Overloaded, grpc.StatusCode.RESOURCE_EXHAUSTED),
     (Unavailable, grpc.StatusCode.UNAVAILABLE),
     (DeadlineExpired, grpc.StatusCode.DEADLINE_EXCEEDED),
+    (Unauthenticated, grpc.StatusCode.UNAUTHENTICATED),
 )
 
 
@@ -50,9 +53,10 @@ def status_for(exc: BaseException) -> tuple[grpc.StatusCode, str]:
 class ServerState:
     """Readiness, draining and the count of in-flight RPCs the drain waits for."""
 
-    def __init__(self) -> None:
+    def __init__(self, max_in_flight: int | None = None) -> None:
         self.ready = False
         self.draining = False
+        self.max_in_flight = max_in_flight
         self.in_flight = 0
         self._idle = asyncio.Event()
         self._idle.set()
@@ -62,6 +66,11 @@ class ServerState:
             raise Unavailable("server is shutting down; retry on another replica")
         if not self.ready:
             raise Unavailable("server is starting: models are still loading")
+        if self.max_in_flight is not None and self.in_flight > self.max_in_flight:
+            raise Overloaded(
+                f"too many concurrent requests: {self.max_in_flight} already in flight "
+                "(max_concurrent_requests); retry later"
+            )
 
     def enter(self) -> None:
         self.in_flight += 1
@@ -91,12 +100,18 @@ def _ended_code(context: grpc.aio.ServicerContext) -> str:
 
 
 class ServiceInterceptor(grpc.aio.ServerInterceptor):
-    """Wraps every VaeService method (not health or reflection) with admission, metrics,
-    in-flight counting and error mapping."""
+    """Wraps every VaeService method (not health or reflection) with authentication,
+    admission, metrics, in-flight counting and error mapping."""
 
-    def __init__(self, state: ServerState, metrics: Metrics) -> None:
+    def __init__(self, state: ServerState, metrics: Metrics, auth: TokenAuth | None = None) -> None:
         self.state = state
         self.metrics = metrics
+        self.auth = auth
+
+    def _admit(self, context: grpc.aio.ServicerContext) -> None:
+        if self.auth is not None:
+            self.auth.check(context.invocation_metadata())
+        self.state.admit()
 
     async def intercept_service(
         self,
@@ -126,7 +141,7 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):
         async def wrapper(request: Any, context: grpc.aio.ServicerContext) -> Any:
             with _Call(self, method, context) as call:
                 try:
-                    self.state.admit()
+                    self._admit(context)
                     return await behavior(request, context)
                 except Exception as exc:
                     await call.fail(exc)
@@ -137,7 +152,7 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):
         async def wrapper(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
             with _Call(self, method, context) as call:
                 try:
-                    self.state.admit()
+                    self._admit(context)
                     async for response in behavior(request, context):
                         yield response
                 except Exception as exc:

@@ -21,11 +21,15 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from vaeserve import __version__
+from vaeserve.service.auth import TokenAuth, read_token
 from vaeserve.service.config import Settings
 from vaeserve.service.core import VaeCore
+from vaeserve.service.errors import StartupError
 from vaeserve.service.grpc.interceptors import ServerState, ServiceInterceptor
 from vaeserve.service.grpc.servicers import VaeServicer
+from vaeserve.service.grpc.tls import server_credentials
 from vaeserve.service.metrics import Metrics
+from vaeserve.service.reload import Reloader, ReloadResult
 from vaeserve.v1 import vae_pb2, vae_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -64,7 +68,7 @@ class VaeServer:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.metrics = Metrics()
-        self.state = ServerState()
+        self.state = ServerState(settings.max_concurrent_requests)
         self.health = health.aio.HealthServicer()
         self.servicer = VaeServicer()
         self.core: VaeCore | None = None
@@ -74,25 +78,39 @@ class VaeServer:
         self._metrics_http: Any = None
         self._stopping: asyncio.Task[None] | None = None
         self._stopped = asyncio.Event()
+        self.reloader: Reloader | None = None
+        self._watch: asyncio.Task[None] | None = None
+        self._reloads: set[asyncio.Task[ReloadResult]] = set()
 
     async def start(self) -> None:
         """Bind and answer health at once; load the models; then report ready."""
         s = self.settings
         log.info("vaeserve %s starting with settings %s", __version__, s.model_dump_json())
+        # Paths only are logged above; the token and the key stay out of every log line.
+        auth = TokenAuth(read_token(s.auth_token_file)) if s.auth_token_file else None
+        credentials = server_credentials(s)
         self.grpc = grpc.aio.server(
-            interceptors=[ServiceInterceptor(self.state, self.metrics)],
+            interceptors=[ServiceInterceptor(self.state, self.metrics, auth)],
             options=server_options(s),
         )
         vae_pb2_grpc.add_VaeServiceServicer_to_server(self.servicer, self.grpc)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.grpc)
-        reflection.enable_server_reflection(
-            (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), self.grpc
-        )
+        if s.reflection:
+            reflection.enable_server_reflection(
+                (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), self.grpc
+            )
         await self.health.set(LIVENESS, SERVING)
         await self.health.set(READINESS, NOT_SERVING)
-        self.port = self.grpc.add_insecure_port(f"{s.host}:{s.port}")
+        self.port = bind(self.grpc, f"{s.host}:{s.port}", credentials)
         await self.grpc.start()
-        log.info("gRPC listening on %s:%d; loading models", s.host, self.port)
+        log.info(
+            "gRPC listening on %s:%d (%s, bearer token %s, reflection %s); loading models",
+            s.host,
+            self.port,
+            "mutual TLS" if s.tls_client_ca else "TLS" if credentials else "plaintext",
+            "required" if auth else "off",
+            "on" if s.reflection else "off",
+        )
         try:
             if s.metrics_port != 0:
                 self._metrics_http, self.metrics_port = self.metrics.serve_http(
@@ -108,6 +126,10 @@ class VaeServer:
         self.core = core
         self.core.start()
         self.servicer.core = self.core
+        self.reloader = Reloader(core, s, self.metrics)
+        self.metrics.model_errors.set(len(core.repository.errors))
+        if s.poll_repository_s > 0:
+            self._watch = asyncio.ensure_future(self.reloader.watch(s.poll_repository_s))
         self.state.ready = True
         self.metrics.ready.set(1)
         await self.health.set(READINESS, SERVING)
@@ -119,6 +141,23 @@ class VaeServer:
         """Signal-handler entry point: start draining once; later signals do nothing more."""
         if self._stopping is None:
             self._stopping = asyncio.ensure_future(self._drain_and_stop())
+
+    def request_reload(self) -> None:
+        """Signal-handler entry point (SIGHUP): reload the repository in the background."""
+        if self.reloader is None or self.state.draining:
+            log.warning(
+                "reload ignored: the server is %s", "draining" if self.reloader else "loading"
+            )
+            return
+        task = asyncio.ensure_future(self.reloader.reload("SIGHUP"))
+        self._reloads.add(task)  # keep a reference until it is done
+        task.add_done_callback(self._reloads.discard)
+
+    async def reload(self, reason: str = "requested") -> ReloadResult:
+        """Rescan the repository and swap in new or changed versions (see service/reload.py)."""
+        if self.reloader is None:
+            raise RuntimeError("the server has not loaded its models yet")
+        return await self.reloader.reload(reason)
 
     async def shutdown(self) -> None:
         """Drain and stop; returns once stopped."""
@@ -152,6 +191,10 @@ class VaeServer:
         log.info("stopped")
 
     async def _teardown(self, grace: float) -> None:
+        if self.reloader is not None:
+            self.reloader.closed = True
+        if self._watch is not None:
+            self._watch.cancel()
         await self.health.enter_graceful_shutdown()
         if self.grpc is not None:
             await self.grpc.stop(grace)
@@ -176,6 +219,7 @@ async def serve(settings: Settings) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, _on_signal, server, sig)
+    loop.add_signal_handler(signal.SIGHUP, server.request_reload)
     await server.start()
     await server.wait()
 
@@ -183,6 +227,16 @@ async def serve(settings: Settings) -> None:
 def _on_signal(server: VaeServer, sig: signal.Signals) -> None:
     log.info("received %s", sig.name)
     server.request_shutdown()
+
+
+def bind(server: grpc.aio.Server, address: str, credentials: grpc.ServerCredentials | None) -> int:
+    """Bind `address` with TLS credentials or in plaintext; StartupError when it cannot."""
+    try:
+        if credentials is None:
+            return server.add_insecure_port(address)
+        return server.add_secure_port(address, credentials)
+    except RuntimeError as exc:  # grpc: "Failed to bind to address ..."
+        raise StartupError(f"cannot listen on {address}: {exc}") from None
 
 
 def write_port_file(path: Path, port: int, metrics_port: int) -> None:

@@ -39,7 +39,10 @@ def to_array(tensor: pb.Tensor, what: str, present: bool = True) -> np.ndarray:
             f"{what}: shape {shape} of {dtype.name} needs {expected} bytes of data, "
             f"got {len(tensor.data)}"
         )
-    array = np.frombuffer(tensor.data, dtype=dtype).reshape(shape)
+    try:
+        array = np.frombuffer(tensor.data, dtype=dtype).reshape(shape)
+    except ValueError:  # e.g. [0, 2**62, 2**62]: no data, but numpy cannot index the shape
+        raise InvalidInput(f"{what}: shape {shape} is too large to address") from None
     return array.astype(dtype.newbyteorder("="), copy=False)
 
 

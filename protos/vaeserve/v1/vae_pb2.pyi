@@ -19,6 +19,12 @@ class ImageFormat(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     IMAGE_FORMAT_FLOAT32: _ClassVar[ImageFormat]
     IMAGE_FORMAT_UINT8: _ClassVar[ImageFormat]
     IMAGE_FORMAT_PNG: _ClassVar[ImageFormat]
+
+class InterpolationMethod(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    INTERPOLATION_METHOD_UNSPECIFIED: _ClassVar[InterpolationMethod]
+    INTERPOLATION_METHOD_LINEAR: _ClassVar[InterpolationMethod]
+    INTERPOLATION_METHOD_SPHERICAL: _ClassVar[InterpolationMethod]
 DTYPE_UNSPECIFIED: DType
 DTYPE_FLOAT32: DType
 DTYPE_UINT8: DType
@@ -26,6 +32,9 @@ IMAGE_FORMAT_UNSPECIFIED: ImageFormat
 IMAGE_FORMAT_FLOAT32: ImageFormat
 IMAGE_FORMAT_UINT8: ImageFormat
 IMAGE_FORMAT_PNG: ImageFormat
+INTERPOLATION_METHOD_UNSPECIFIED: InterpolationMethod
+INTERPOLATION_METHOD_LINEAR: InterpolationMethod
+INTERPOLATION_METHOD_SPHERICAL: InterpolationMethod
 
 class Tensor(_message.Message):
     __slots__ = ("shape", "dtype", "data")
@@ -92,7 +101,7 @@ class DecodeResponse(_message.Message):
     def __init__(self, images: _Optional[_Union[Tensor, _Mapping]] = ..., png: _Optional[_Iterable[bytes]] = ..., model: _Optional[str] = ..., version: _Optional[int] = ...) -> None: ...
 
 class SampleRequest(_message.Message):
-    __slots__ = ("model", "version", "n", "seed", "temperature", "format", "offset", "chunk_size")
+    __slots__ = ("model", "version", "n", "seed", "temperature", "format", "offset", "chunk_size", "concept")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     N_FIELD_NUMBER: _ClassVar[int]
@@ -101,6 +110,7 @@ class SampleRequest(_message.Message):
     FORMAT_FIELD_NUMBER: _ClassVar[int]
     OFFSET_FIELD_NUMBER: _ClassVar[int]
     CHUNK_SIZE_FIELD_NUMBER: _ClassVar[int]
+    CONCEPT_FIELD_NUMBER: _ClassVar[int]
     model: str
     version: int
     n: int
@@ -109,7 +119,8 @@ class SampleRequest(_message.Message):
     format: ImageFormat
     offset: int
     chunk_size: int
-    def __init__(self, model: _Optional[str] = ..., version: _Optional[int] = ..., n: _Optional[int] = ..., seed: _Optional[int] = ..., temperature: _Optional[float] = ..., format: _Optional[_Union[ImageFormat, str]] = ..., offset: _Optional[int] = ..., chunk_size: _Optional[int] = ...) -> None: ...
+    concept: str
+    def __init__(self, model: _Optional[str] = ..., version: _Optional[int] = ..., n: _Optional[int] = ..., seed: _Optional[int] = ..., temperature: _Optional[float] = ..., format: _Optional[_Union[ImageFormat, str]] = ..., offset: _Optional[int] = ..., chunk_size: _Optional[int] = ..., concept: _Optional[str] = ...) -> None: ...
 
 class SampleResponse(_message.Message):
     __slots__ = ("images", "png", "latents", "seed", "offset", "model", "version")
@@ -196,3 +207,119 @@ class GetModelInfoResponse(_message.Message):
     onnxruntime_version: str
     metadata_json: str
     def __init__(self, name: _Optional[str] = ..., version: _Optional[int] = ..., latent_dim: _Optional[int] = ..., image_shape: _Optional[_Iterable[int]] = ..., encoder_sha256: _Optional[str] = ..., decoder_sha256: _Optional[str] = ..., providers: _Optional[_Iterable[str]] = ..., requested_providers: _Optional[_Iterable[str]] = ..., gpu_fallback: _Optional[bool] = ..., threads: _Optional[int] = ..., limits: _Optional[_Union[Limits, _Mapping]] = ..., models: _Optional[_Iterable[_Union[ModelVersion, _Mapping]]] = ..., server_version: _Optional[str] = ..., onnxruntime_version: _Optional[str] = ..., metadata_json: _Optional[str] = ...) -> None: ...
+
+class InterpolateRequest(_message.Message):
+    __slots__ = ("model", "version", "start_latent", "start_image", "end_latent", "end_image", "steps", "method", "format")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    START_LATENT_FIELD_NUMBER: _ClassVar[int]
+    START_IMAGE_FIELD_NUMBER: _ClassVar[int]
+    END_LATENT_FIELD_NUMBER: _ClassVar[int]
+    END_IMAGE_FIELD_NUMBER: _ClassVar[int]
+    STEPS_FIELD_NUMBER: _ClassVar[int]
+    METHOD_FIELD_NUMBER: _ClassVar[int]
+    FORMAT_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    version: int
+    start_latent: Tensor
+    start_image: Tensor
+    end_latent: Tensor
+    end_image: Tensor
+    steps: int
+    method: InterpolationMethod
+    format: ImageFormat
+    def __init__(self, model: _Optional[str] = ..., version: _Optional[int] = ..., start_latent: _Optional[_Union[Tensor, _Mapping]] = ..., start_image: _Optional[_Union[Tensor, _Mapping]] = ..., end_latent: _Optional[_Union[Tensor, _Mapping]] = ..., end_image: _Optional[_Union[Tensor, _Mapping]] = ..., steps: _Optional[int] = ..., method: _Optional[_Union[InterpolationMethod, str]] = ..., format: _Optional[_Union[ImageFormat, str]] = ...) -> None: ...
+
+class InterpolateResponse(_message.Message):
+    __slots__ = ("images", "png", "latents", "model", "version")
+    IMAGES_FIELD_NUMBER: _ClassVar[int]
+    PNG_FIELD_NUMBER: _ClassVar[int]
+    LATENTS_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    images: Tensor
+    png: _containers.RepeatedScalarFieldContainer[bytes]
+    latents: Tensor
+    model: str
+    version: int
+    def __init__(self, images: _Optional[_Union[Tensor, _Mapping]] = ..., png: _Optional[_Iterable[bytes]] = ..., latents: _Optional[_Union[Tensor, _Mapping]] = ..., model: _Optional[str] = ..., version: _Optional[int] = ...) -> None: ...
+
+class ListConceptsRequest(_message.Message):
+    __slots__ = ("model", "version")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    version: int
+    def __init__(self, model: _Optional[str] = ..., version: _Optional[int] = ...) -> None: ...
+
+class ConceptVector(_message.Message):
+    __slots__ = ("name", "kind", "description", "vector", "norm")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    VECTOR_FIELD_NUMBER: _ClassVar[int]
+    NORM_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    kind: str
+    description: str
+    vector: Tensor
+    norm: float
+    def __init__(self, name: _Optional[str] = ..., kind: _Optional[str] = ..., description: _Optional[str] = ..., vector: _Optional[_Union[Tensor, _Mapping]] = ..., norm: _Optional[float] = ...) -> None: ...
+
+class ConceptLabel(_message.Message):
+    __slots__ = ("label", "count", "mean", "covariance")
+    LABEL_FIELD_NUMBER: _ClassVar[int]
+    COUNT_FIELD_NUMBER: _ClassVar[int]
+    MEAN_FIELD_NUMBER: _ClassVar[int]
+    COVARIANCE_FIELD_NUMBER: _ClassVar[int]
+    label: str
+    count: int
+    mean: Tensor
+    covariance: Tensor
+    def __init__(self, label: _Optional[str] = ..., count: _Optional[int] = ..., mean: _Optional[_Union[Tensor, _Mapping]] = ..., covariance: _Optional[_Union[Tensor, _Mapping]] = ...) -> None: ...
+
+class ListConceptsResponse(_message.Message):
+    __slots__ = ("vectors", "labels", "dataset", "encoder_sha256", "model", "version")
+    VECTORS_FIELD_NUMBER: _ClassVar[int]
+    LABELS_FIELD_NUMBER: _ClassVar[int]
+    DATASET_FIELD_NUMBER: _ClassVar[int]
+    ENCODER_SHA256_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    vectors: _containers.RepeatedCompositeFieldContainer[ConceptVector]
+    labels: _containers.RepeatedCompositeFieldContainer[ConceptLabel]
+    dataset: str
+    encoder_sha256: str
+    model: str
+    version: int
+    def __init__(self, vectors: _Optional[_Iterable[_Union[ConceptVector, _Mapping]]] = ..., labels: _Optional[_Iterable[_Union[ConceptLabel, _Mapping]]] = ..., dataset: _Optional[str] = ..., encoder_sha256: _Optional[str] = ..., model: _Optional[str] = ..., version: _Optional[int] = ...) -> None: ...
+
+class EditRequest(_message.Message):
+    __slots__ = ("model", "version", "images", "concept", "alphas", "format")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    IMAGES_FIELD_NUMBER: _ClassVar[int]
+    CONCEPT_FIELD_NUMBER: _ClassVar[int]
+    ALPHAS_FIELD_NUMBER: _ClassVar[int]
+    FORMAT_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    version: int
+    images: Tensor
+    concept: str
+    alphas: _containers.RepeatedScalarFieldContainer[float]
+    format: ImageFormat
+    def __init__(self, model: _Optional[str] = ..., version: _Optional[int] = ..., images: _Optional[_Union[Tensor, _Mapping]] = ..., concept: _Optional[str] = ..., alphas: _Optional[_Iterable[float]] = ..., format: _Optional[_Union[ImageFormat, str]] = ...) -> None: ...
+
+class EditResponse(_message.Message):
+    __slots__ = ("images", "png", "latents", "model", "version")
+    IMAGES_FIELD_NUMBER: _ClassVar[int]
+    PNG_FIELD_NUMBER: _ClassVar[int]
+    LATENTS_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    images: Tensor
+    png: _containers.RepeatedScalarFieldContainer[bytes]
+    latents: Tensor
+    model: str
+    version: int
+    def __init__(self, images: _Optional[_Union[Tensor, _Mapping]] = ..., png: _Optional[_Iterable[bytes]] = ..., latents: _Optional[_Union[Tensor, _Mapping]] = ..., model: _Optional[str] = ..., version: _Optional[int] = ...) -> None: ...

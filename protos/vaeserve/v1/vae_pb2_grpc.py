@@ -61,6 +61,21 @@ class VaeServiceStub:
                 request_serializer=vaeserve_dot_v1_dot_vae__pb2.GetModelInfoRequest.SerializeToString,
                 response_deserializer=vaeserve_dot_v1_dot_vae__pb2.GetModelInfoResponse.FromString,
                 _registered_method=True)
+        self.Interpolate = channel.unary_unary(
+                '/vaeserve.v1.VaeService/Interpolate',
+                request_serializer=vaeserve_dot_v1_dot_vae__pb2.InterpolateRequest.SerializeToString,
+                response_deserializer=vaeserve_dot_v1_dot_vae__pb2.InterpolateResponse.FromString,
+                _registered_method=True)
+        self.ListConcepts = channel.unary_unary(
+                '/vaeserve.v1.VaeService/ListConcepts',
+                request_serializer=vaeserve_dot_v1_dot_vae__pb2.ListConceptsRequest.SerializeToString,
+                response_deserializer=vaeserve_dot_v1_dot_vae__pb2.ListConceptsResponse.FromString,
+                _registered_method=True)
+        self.Edit = channel.unary_unary(
+                '/vaeserve.v1.VaeService/Edit',
+                request_serializer=vaeserve_dot_v1_dot_vae__pb2.EditRequest.SerializeToString,
+                response_deserializer=vaeserve_dot_v1_dot_vae__pb2.EditResponse.FromString,
+                _registered_method=True)
 
 
 class VaeServiceServicer:
@@ -105,6 +120,30 @@ class VaeServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Interpolate(self, request, context):
+        """Points on the path between two latents (or the encodings of two images), decoded: `steps`
+        images from the start to the end, both included.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListConcepts(self, request, context):
+        """The concept vectors and per-label statistics of a model (its concepts.json), for Edit and
+        for Sample's `concept`.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Edit(self, request, context):
+        """Image editing with a concept vector v: each image is encoded (posterior mean z) and
+        z + alpha * v is decoded for every alpha.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_VaeServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -132,6 +171,21 @@ def add_VaeServiceServicer_to_server(servicer, server):
                     servicer.GetModelInfo,
                     request_deserializer=vaeserve_dot_v1_dot_vae__pb2.GetModelInfoRequest.FromString,
                     response_serializer=vaeserve_dot_v1_dot_vae__pb2.GetModelInfoResponse.SerializeToString,
+            ),
+            'Interpolate': grpc.unary_unary_rpc_method_handler(
+                    servicer.Interpolate,
+                    request_deserializer=vaeserve_dot_v1_dot_vae__pb2.InterpolateRequest.FromString,
+                    response_serializer=vaeserve_dot_v1_dot_vae__pb2.InterpolateResponse.SerializeToString,
+            ),
+            'ListConcepts': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListConcepts,
+                    request_deserializer=vaeserve_dot_v1_dot_vae__pb2.ListConceptsRequest.FromString,
+                    response_serializer=vaeserve_dot_v1_dot_vae__pb2.ListConceptsResponse.SerializeToString,
+            ),
+            'Edit': grpc.unary_unary_rpc_method_handler(
+                    servicer.Edit,
+                    request_deserializer=vaeserve_dot_v1_dot_vae__pb2.EditRequest.FromString,
+                    response_serializer=vaeserve_dot_v1_dot_vae__pb2.EditResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -271,6 +325,87 @@ class VaeService:
             '/vaeserve.v1.VaeService/GetModelInfo',
             vaeserve_dot_v1_dot_vae__pb2.GetModelInfoRequest.SerializeToString,
             vaeserve_dot_v1_dot_vae__pb2.GetModelInfoResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Interpolate(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/vaeserve.v1.VaeService/Interpolate',
+            vaeserve_dot_v1_dot_vae__pb2.InterpolateRequest.SerializeToString,
+            vaeserve_dot_v1_dot_vae__pb2.InterpolateResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListConcepts(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/vaeserve.v1.VaeService/ListConcepts',
+            vaeserve_dot_v1_dot_vae__pb2.ListConceptsRequest.SerializeToString,
+            vaeserve_dot_v1_dot_vae__pb2.ListConceptsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Edit(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/vaeserve.v1.VaeService/Edit',
+            vaeserve_dot_v1_dot_vae__pb2.EditRequest.SerializeToString,
+            vaeserve_dot_v1_dot_vae__pb2.EditResponse.FromString,
             options,
             channel_credentials,
             insecure,

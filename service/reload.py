@@ -1,0 +1,177 @@
+"""Model reload: rescan the repository and swap the served versions without failing a request.
+
+A reload (SIGHUP, or a change seen by polling with `poll_repository_s`) scans the repository and
+loads and warms up only the versions that are new or changed, in a worker thread, so the event
+loop keeps serving meanwhile. It then swaps the whole model table in one step (`VaeCore.install`):
+new requests see the new versions (an empty version is still the highest), requests already
+running finish on the sessions they started with. What goes wrong never costs what is served:
+
+- the scan fails (root gone, nothing servable): the old table stays, result `failed`;
+- a new or changed version does not load: it is skipped and reported, result `partial`;
+- a served version is broken on disk now (corrupt graph, sha256 mismatch): it keeps serving
+  from memory and is reported, result `partial`;
+- a version whose folder was removed stops being served.
+
+Each reload is one log line and one count in `vaeserve_reloads_total{result}`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from vaeserve.service.config import Settings
+from vaeserve.service.core import LoadedModel, VaeCore, load_runtimes
+from vaeserve.service.errors import StartupError
+from vaeserve.service.metrics import Metrics
+from vaeserve.service.repository import (
+    ModelRepository,
+    ModelSpec,
+    RepositoryError,
+    bundled_repository,
+)
+
+log = logging.getLogger(__name__)
+
+Key = tuple[str, int]
+Fingerprint = tuple[tuple[str, int, int], ...]
+
+
+@dataclass
+class ReloadResult:
+    """What a reload did: `result` is ok, partial, failed or unchanged."""
+
+    result: str
+    added: list[str] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
+    errors: dict[str, str] = field(default_factory=dict)
+    serving: list[str] = field(default_factory=list)
+
+
+def fingerprint(root: Path) -> Fingerprint:
+    """(path, size, mtime_ns) of every file in ROOT/NAME/VERSION/: changes whenever a version
+    is added, removed or rewritten, and costs a few stat calls, so it can be polled."""
+    entries: list[tuple[str, int, int]] = []
+    try:
+        for model_dir in root.iterdir():
+            if not model_dir.is_dir() or model_dir.name.startswith("."):
+                continue
+            for version_dir in model_dir.iterdir():
+                if not version_dir.is_dir() or not version_dir.name.isdigit():
+                    continue
+                for path in version_dir.iterdir():
+                    stat = path.stat()
+                    entries.append((str(path), stat.st_size, stat.st_mtime_ns))
+    except OSError as exc:  # the root vanished or changes under us: that is a change too
+        entries.append((f"<{type(exc).__name__}>", 0, 0))
+    return tuple(sorted(entries))
+
+
+def _label(key: Key) -> str:
+    return f"{key[0]} v{key[1]}"
+
+
+class Reloader:
+    """Reloads one core's models from its repository; one reload at a time."""
+
+    def __init__(self, core: VaeCore, settings: Settings, metrics: Metrics | None = None) -> None:
+        self.core = core
+        self.settings = settings
+        self.metrics = metrics
+        self.root = Path(settings.repository or bundled_repository())
+        self.closed = False  # set when the server stops: a reload in progress is discarded
+        self._lock = asyncio.Lock()
+
+    async def reload(self, reason: str = "requested") -> ReloadResult:
+        async with self._lock:
+            result = await self._reload()
+        if self.metrics:
+            self.metrics.reloads.labels(result.result).inc()
+        level = logging.ERROR if result.result == "failed" else logging.INFO
+        log.log(
+            level,
+            "reload (%s): %s; serving %s; added %s; removed %s; errors %s",
+            reason,
+            result.result,
+            result.serving,
+            result.added,
+            result.removed,
+            result.errors,
+        )
+        return result
+
+    async def watch(self, interval_s: float) -> None:
+        """Poll the repository every `interval_s` seconds and reload when it changed."""
+        last = await asyncio.to_thread(fingerprint, self.root)
+        while not self.closed:
+            await asyncio.sleep(interval_s)
+            now = await asyncio.to_thread(fingerprint, self.root)
+            if now == last:
+                continue
+            last = now  # taken before the scan: a change during the reload triggers another
+            try:
+                await self.reload("repository changed")
+            except Exception:  # a bug must not end the watch; the models keep serving
+                log.exception("reload after a repository change failed")
+
+    async def _reload(self) -> ReloadResult:
+        old = self.core.models
+        serving = [_label(k) for k in sorted(old)]
+        try:
+            scanned = await asyncio.to_thread(ModelRepository(self.root).scan)
+        except (RepositoryError, OSError) as exc:
+            return ReloadResult("failed", errors={str(self.root): str(exc)}, serving=serving)
+        kept: dict[Key, LoadedModel] = {}
+        to_load: list[ModelSpec] = []
+        for name, versions in scanned.models.items():
+            for version, spec in versions.items():
+                current = old.get((name, version))
+                if current is not None and _same(current.spec, spec):
+                    kept[(name, version)] = current
+                else:
+                    to_load.append(spec)
+        errors = dict(scanned.errors)
+        try:
+            runtimes, load_errors = await asyncio.to_thread(load_runtimes, to_load, self.settings)
+        except StartupError as exc:  # --require-gpu and the new sessions are on the CPU
+            return ReloadResult("failed", errors={str(self.root): str(exc)}, serving=serving)
+        errors.update(load_errors)
+        if self.closed:
+            return ReloadResult("failed", errors={"server": "stopping"}, serving=serving)
+        table = dict(kept)
+        for runtime in runtimes:
+            table[(runtime.spec.name, runtime.spec.version)] = self.core.new_model(runtime)
+        for key, model in old.items():  # broken on disk now: keep serving it from memory
+            if key not in table and str(model.spec.directory) in errors:
+                table[key] = model
+        if not table:
+            return ReloadResult("failed", errors=errors, serving=serving)
+        for key, model in table.items():
+            if old.get(key) is not model:
+                model.encoder.start()
+                model.decoder.start()
+        self.core.install(_repository(self.root, table, errors), table)
+        if self.metrics:
+            self.metrics.model_errors.set(len(errors))
+        added = [_label(k) for k in sorted(table) if old.get(k) is not table[k]]
+        removed = [_label(k) for k in sorted(old) if k not in table]
+        outcome = "partial" if errors else "ok" if added or removed else "unchanged"
+        return ReloadResult(outcome, added, removed, errors, [_label(k) for k in sorted(table)])
+
+
+def _same(a: ModelSpec, b: ModelSpec) -> bool:
+    """The same files as loaded: same folder and model.json (which holds each graph's sha256)."""
+    return a.directory == b.directory and a.meta == b.meta
+
+
+def _repository(
+    root: Path, table: dict[Key, LoadedModel], errors: dict[str, str]
+) -> ModelRepository:
+    """A repository object listing exactly the served versions (what resolve() answers from)."""
+    repository = ModelRepository(root)
+    for (name, version), model in sorted(table.items()):
+        repository.models.setdefault(name, {})[version] = model.spec
+    repository.errors = dict(errors)
+    return repository
