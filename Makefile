@@ -55,13 +55,15 @@ train-mnist: venv
 	$(TRAIN_MNIST) --out $(RUN)
 	$(BIN)/vaeserve evaluate --checkpoint $(RUN)/checkpoint.pt --split val --iw-samples 100
 
-# Rebuild the bundled default model (package data) from the MNIST files: train, then export.
+# Rebuild the bundled default model (package data) from the MNIST files: train, export, then
+# concepts.json (per-label latent statistics for ListConcepts, Edit and Sample's concept).
 DEFAULT_MODEL := vaeserve/models
 default-model: venv
 	$(TRAIN_MNIST) --out runs/default-model --quiet
 	$(BIN)/vaeserve export --checkpoint runs/default-model/checkpoint.pt \
 		--repository $(DEFAULT_MODEL) --name mnist --version 1 --force \
 		--command-note "make default-model"
+	$(BIN)/vaeserve concepts --data $(MNIST) --repository $(DEFAULT_MODEL) --name mnist --version 1
 	$(BIN)/vaeserve evaluate --checkpoint runs/default-model/checkpoint.pt --split val \
 		--iw-samples 100 --quiet > runs/default-model/evaluate.json
 	mkdir -p docs/images && cp runs/default-model/*.png docs/images/

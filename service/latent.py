@@ -75,8 +75,10 @@ def _perpendicular(u: np.ndarray) -> np.ndarray | None:
 
 
 def _pinned(path: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """float32 path whose first and last rows are exactly the endpoints given."""
-    out = path.astype(np.float32)
+    """float32 path whose first and last rows are exactly the endpoints given (a point beyond
+    float32's range becomes infinite, for the caller to refuse)."""
+    with np.errstate(over="ignore"):
+        out = path.astype(np.float32)
     out[0], out[-1] = a, b
     return out
 

@@ -61,6 +61,11 @@ async def interpolate(
     else:
         a, b = points[0].array[0], points[1].array[0]
     path = latent.interpolate(a, b, steps, method)
+    if not np.isfinite(path).all():  # a spherical arc between huge latents can leave float32
+        raise InvalidInput(
+            "start, end: the path between these latents leaves the float32 range; use smaller "
+            "latents or the linear method"
+        )
     return Decoded(await core.decode(model, path, fmt, deadline), path)
 
 

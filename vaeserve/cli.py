@@ -10,8 +10,12 @@ import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from vaeserve import __version__
+
+if TYPE_CHECKING:
+    from vaeserve.service.client import VaeClient
 
 # Top-level modules each extra provides; a ModuleNotFoundError for one of them means "install it".
 EXTRA_MODULES = {
@@ -216,6 +220,7 @@ def _generate(args: argparse.Namespace) -> int:
                 grid_max=args.grid_max,
                 chunk_size=args.chunk_size,
                 progress=not args.quiet,
+                concept=args.concept,
             )
         except grpc.RpcError as exc:  # the server said no, or could not be reached
             print(f"vaeserve generate: {exc.code().name}: {exc.details()}", file=sys.stderr)
@@ -230,6 +235,159 @@ def _generate(args: argparse.Namespace) -> int:
         "contact_sheet": str(result.grid) if result.grid else None,
     }
     print(json.dumps(summary, indent=2))
+    return 0
+
+
+def _concepts(args: argparse.Namespace) -> int:
+    with needs_extra("serve", "concepts"):
+        from vaeserve.export.concepts import build_concepts
+
+        vectors = {name: (positive, negative) for name, positive, negative in args.from_images}
+        if len(vectors) != len(args.from_images):
+            raise UsageError("--from-images: each NAME may be given once")
+        path = build_concepts(
+            args.repository / args.name / str(args.version),
+            data=args.data,
+            vectors=vectors,
+            limit=args.limit,
+            command=" ".join(["vaeserve", *args.argv]) if args.record_command else None,
+        )
+        document = json.loads(path.read_text())
+    summary = {
+        "concepts": str(path),
+        "bytes": path.stat().st_size,
+        "images": document.get("dataset", {}).get("images"),
+        "labels": {k: v["count"] for k, v in document["labels"].items()},
+        "vectors": sorted(document.get("vectors", {})),
+    }
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
+@contextmanager
+def _client(args: argparse.Namespace) -> Iterator[VaeClient]:
+    """A VaeClient for a client subcommand; a refusal by the server becomes one line, exit 1."""
+    import grpc
+
+    from vaeserve.service.client import VaeClient
+
+    client = VaeClient(
+        args.target,
+        model=args.model,
+        version=args.version,
+        timeout=args.timeout,
+        **_client_security(args),
+    )
+    try:
+        yield client
+    except grpc.RpcError as exc:
+        raise RpcFailed(f"{exc.code().name}: {exc.details()}") from None
+    finally:
+        client.close()
+
+
+class RpcFailed(Exception):
+    """The server refused a client subcommand's call, or could not be reached: exit status 1."""
+
+
+def _save(images: object, out: Path, ncol: int, scale: int) -> dict[str, object]:
+    """uint8 images as one PNG grid (`ncol` per row); the summary line's fields."""
+    from vaeserve.imaging import save_grid
+
+    save_grid(images, out, ncol=ncol, scale=scale)  # type: ignore[arg-type]
+    return {"out": str(out), "images": len(images), "columns": ncol}  # type: ignore[arg-type]
+
+
+def _interpolate(args: argparse.Namespace) -> int:
+    with needs_extra("serve", "interpolate"), _client(args) as client:
+        import numpy as np
+
+        from vaeserve.service.client.inputs import read_image
+
+        shape = client.model_info().image_shape
+
+        def end(latent: list[float] | None, image: str | None) -> np.ndarray:
+            if latent is not None:
+                return np.asarray(latent, dtype=np.float32)
+            return read_image(str(image), shape)
+
+        start, stop = end(args.from_latent, args.from_image), end(args.to_latent, args.to_image)
+        path = client.interpolate(start, stop, args.steps, method=args.method, format="uint8")
+        summary = _save(path.images, args.out, args.steps, args.scale)
+    print(json.dumps({**summary, "method": args.method, "latents": path.latents.tolist()}))
+    return 0
+
+
+def _edit(args: argparse.Namespace) -> int:
+    with needs_extra("serve", "edit"), _client(args) as client:
+        import numpy as np
+
+        from vaeserve.service.client.inputs import read_image
+
+        shape = client.model_info().image_shape
+        images = np.concatenate([read_image(spec, shape) for spec in args.image])
+        alphas = list(args.alphas)
+        edited = client.edit(images, args.concept, alphas, format="uint8")
+        summary = _save(edited.images, args.out, len(alphas), args.scale)
+    print(json.dumps({**summary, "concept": args.concept, "alphas": alphas}))
+    return 0
+
+
+def _latent_map(args: argparse.Namespace) -> int:
+    with needs_extra("serve", "latent-map"), _client(args) as client:
+        from vaeserve.imaging import to_pil
+
+        (i, j), point = args.dims, args.point
+        picture = to_pil(client.latent_map(dims=(i, j), grid=args.grid, point=point))
+        if args.scale > 1:
+            picture = picture.resize((picture.width * args.scale, picture.height * args.scale))
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        picture.save(args.out)
+    print(json.dumps({"out": str(args.out), "grid": args.grid, "dims": [i, j], "point": point}))
+    return 0
+
+
+def _sample(args: argparse.Namespace) -> int:
+    with needs_extra("serve", "sample"), _client(args) as client:
+        import numpy as np
+
+        concepts = list(args.concept)
+        if args.all_labels:
+            concepts += [f"label:{label}" for label in client.list_concepts().labels]
+            if not concepts:
+                raise UsageError("--all-labels: the model has no concepts (no concepts.json)")
+        rows = [
+            client.sample(
+                args.n,
+                seed=args.seed,
+                temperature=args.temperature,
+                format="uint8",
+                concept=concept,
+            ).images
+            for concept in concepts or [""]
+        ]
+        summary = _save(np.concatenate(rows), args.out, args.n, args.scale)
+    print(json.dumps({**summary, "concepts": concepts, "seed": args.seed}))
+    return 0
+
+
+def _list_concepts(args: argparse.Namespace) -> int:
+    with needs_extra("serve", "list-concepts"), _client(args) as client:
+        found = client.list_concepts()
+    print(
+        json.dumps(
+            {
+                "dataset": found.dataset,
+                "encoder_sha256": found.encoder_sha256,
+                "labels": {k: v.count for k, v in found.labels.items()},
+                "vectors": {
+                    name: {"kind": v.kind, "norm": round(v.norm, 4), "description": v.description}
+                    for name, v in found.vectors.items()
+                },
+            },
+            indent=2,
+        )
+    )
     return 0
 
 
@@ -403,28 +561,163 @@ def build_parser() -> argparse.ArgumentParser:
         default=1024,
         help="images on the contact sheet (the first ones); 0 = no sheet",
     )
+    p.add_argument("--chunk-size", type=int, default=0, help="images per streamed message")
+    p.add_argument(
+        "--concept", default="", help="sample around a label, e.g. label:3 (needs concepts.json)"
+    )
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    _client_flags(p, target=False)
+    p.set_defaults(func=_generate)
+
+    p = sub.add_parser(
+        "concepts",
+        help="build concepts.json for a model version with its encoder.onnx (extra: serve)",
+        description="Encode a labelled dataset with the version's exported encoder (ONNX "
+        "Runtime, no torch) and write per-label mean latents and covariances to "
+        "REPOSITORY/NAME/VERSION/concepts.json, for the ListConcepts and Edit RPCs and for "
+        "sampling around a label. --from-images adds user-defined vectors.",
+    )
+    p.add_argument(
+        "--data",
+        default=None,
+        help="labelled dataset (IDX .gz with labels, .npz, or a folder of label subfolders)",
+    )
+    p.add_argument("--repository", type=Path, required=True, help="model repository root")
+    p.add_argument("--name", required=True, help="model name")
+    p.add_argument("--version", type=int, required=True, help="model version")
+    p.add_argument(
+        "--from-images",
+        nargs=3,
+        action="append",
+        default=[],
+        metavar=("NAME", "POSITIVE", "NEGATIVE"),
+        help="a vector NAME = mean encoding of the POSITIVE images minus that of the NEGATIVE "
+        "ones (each a dataset or folder of images); may be repeated",
+    )
+    p.add_argument("--limit", type=int, default=None, help="use only the first N images of --data")
+    p.add_argument(
+        "--record-command",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="record this command line in concepts.json (default on)",
+    )
+    p.set_defaults(func=_concepts)
+
+    p = sub.add_parser(
+        "interpolate",
+        help="decode the path between two latents or images into one PNG strip (extra: serve)",
+        description="Interpolate between two points (latents, or images encoded to their "
+        "posterior means) on a running server and write the decoded path as one PNG strip.",
+    )
+    start = p.add_mutually_exclusive_group(required=True)
+    start.add_argument(
+        "--from-latent", nargs="+", type=float, metavar="Z", help="start latent, e.g. -1.5 0.2"
+    )
+    start.add_argument(
+        "--from-image", metavar="IMAGE", help="start image: FILE.png, or DATASET#INDEX"
+    )
+    stop = p.add_mutually_exclusive_group(required=True)
+    stop.add_argument("--to-latent", nargs="+", type=float, metavar="Z", help="end latent")
+    stop.add_argument("--to-image", metavar="IMAGE", help="end image: FILE.png, or DATASET#INDEX")
+    p.add_argument("--steps", type=int, default=10, help="points, both ends included (>= 2)")
+    p.add_argument("--method", choices=["linear", "spherical"], default="linear")
+    p.add_argument("--out", type=Path, required=True, help="PNG file")
+    p.add_argument("--scale", type=int, default=1, help="enlarge the picture this many times")
+    _client_flags(p)
+    p.set_defaults(func=_interpolate)
+
+    p = sub.add_parser(
+        "edit",
+        help="move images along a concept vector, several strengths, one PNG (extra: serve)",
+        description="Encode each image, add alpha times the concept vector for each alpha, "
+        "decode, and write one PNG grid: a row per image, a column per alpha.",
+    )
+    p.add_argument("--image", nargs="+", required=True, help="images: FILE.png, or DATASET#INDEX")
+    p.add_argument("--concept", required=True, help="a name from list-concepts, e.g. label:7, 7-1")
+    p.add_argument(
+        "--alphas", nargs="+", type=float, default=[-2, -1, 0, 1, 2], help="strengths, e.g. -1 0 1"
+    )
+    p.add_argument("--out", type=Path, required=True, help="PNG file")
+    p.add_argument("--scale", type=int, default=1, help="enlarge the picture this many times")
+    _client_flags(p)
+    p.set_defaults(func=_edit)
+
+    p = sub.add_parser(
+        "latent-map",
+        help="the decoder over a 2-D grid of latent space, as one PNG (extra: serve)",
+        description="Decode a GRID x GRID grid of latents, evenly spaced in probability under "
+        "the N(0, 1) prior (quantiles 0.05..0.95 through the Gaussian inverse CDF), on the "
+        "slice of latent dimensions --dims (others at --point, default 0), into one PNG.",
+    )
+    p.add_argument(
+        "--dims", nargs=2, type=int, default=[0, 1], help="the two latent dimensions, e.g. 0 1"
+    )
+    p.add_argument("--grid", type=int, default=20, help="cells per side")
+    p.add_argument(
+        "--point",
+        nargs="+",
+        type=float,
+        default=None,
+        help="a latent (all L values) giving the other dimensions' values; default all 0",
+    )
+    p.add_argument("--out", type=Path, required=True, help="PNG file")
+    p.add_argument("--scale", type=int, default=1, help="enlarge the picture this many times")
+    _client_flags(p)
+    p.set_defaults(func=_latent_map)
+
+    p = sub.add_parser(
+        "sample",
+        help="sample images (from the prior or around labels) into one PNG (extra: serve)",
+        description="Sample N images per row: from the prior, or with --concept label:K from "
+        "the Gaussian fitted to where the encoder puts label K (one row per --concept).",
+    )
+    p.add_argument("--n", type=int, default=10, help="images per row")
+    p.add_argument(
+        "--concept", action="append", default=[], help="label:K; may be repeated (a row each)"
+    )
+    p.add_argument("--all-labels", action="store_true", help="a row for every label")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--temperature", type=float, default=1.0, help="spread scale")
+    p.add_argument("--out", type=Path, required=True, help="PNG file")
+    p.add_argument("--scale", type=int, default=1, help="enlarge the picture this many times")
+    _client_flags(p)
+    p.set_defaults(func=_sample)
+
+    p = sub.add_parser(
+        "list-concepts",
+        help="the concept vectors and labels a model serves, as JSON (extra: serve)",
+    )
+    _client_flags(p)
+    p.set_defaults(func=_list_concepts)
+    return parser
+
+
+def _client_flags(p: argparse.ArgumentParser, *, target: bool = True) -> None:
+    """Flags every client subcommand shares: server, model, deadline, TLS and token."""
+    if target:
+        p.add_argument("--target", default="localhost:8001", help="server HOST:PORT")
     p.add_argument("--model", default="", help="model name; default: the server's default")
     p.add_argument("--version", type=int, default=0, help="model version; 0 = highest")
-    p.add_argument("--chunk-size", type=int, default=0, help="images per streamed message")
     p.add_argument("--timeout", type=float, default=30.0, help="deadline of each unary call, s")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--tls", action="store_true", help="TLS, verified by the system's roots")
     p.add_argument("--root-cert", type=Path, default=None, help="PEM CA to verify the server by")
     p.add_argument("--client-cert", type=Path, default=None, help="PEM client cert (mutual TLS)")
     p.add_argument("--client-key", type=Path, default=None, help="PEM key of --client-cert")
     p.add_argument("--token-file", type=Path, default=None, help="file with the bearer token")
-    p.set_defaults(func=_generate)
-    return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(
         level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     func: Callable[[argparse.Namespace], int] = args.func
     try:
         return func(args)
+    except RpcFailed as exc:
+        print(f"vaeserve {args.command}: {exc}", file=sys.stderr)
+        return 1
     except (UsageError, ValueError, FileNotFoundError) as exc:
         # Bad input (DatasetError, CheckpointError and DeviceUnavailable are ValueErrors):
         # one line that says what was wrong; bugs still raise with their traceback.

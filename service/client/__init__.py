@@ -4,10 +4,23 @@ Needs grpcio and protobuf, not onnxruntime: a client machine installs no runtime
 """
 
 from vaeserve.service.client.client import (
+    Concept,
+    ConceptLabel,
+    Concepts,
     EncodeResult,
+    LatentImages,
     ModelInfo,
     SampleResult,
     VaeClient,
 )
 
-__all__ = ["EncodeResult", "ModelInfo", "SampleResult", "VaeClient"]
+__all__ = [
+    "Concept",
+    "ConceptLabel",
+    "Concepts",
+    "EncodeResult",
+    "LatentImages",
+    "ModelInfo",
+    "SampleResult",
+    "VaeClient",
+]

@@ -12,7 +12,7 @@ import json
 import logging
 import random
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar, overload
 
@@ -20,6 +20,7 @@ import grpc
 import numpy as np
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from vaeserve.service.client import latent_map
 from vaeserve.service.client.credentials import open_channel
 from vaeserve.service.grpc.tensors import to_array, to_tensor
 from vaeserve.v1 import vae_pb2 as pb
@@ -32,6 +33,10 @@ FORMATS = {
     "float32": pb.IMAGE_FORMAT_FLOAT32,
     "uint8": pb.IMAGE_FORMAT_UINT8,
     "png": pb.IMAGE_FORMAT_PNG,
+}
+METHODS = {
+    "linear": pb.INTERPOLATION_METHOD_LINEAR,
+    "spherical": pb.INTERPOLATION_METHOD_SPHERICAL,
 }
 READINESS = "vaeserve.v1.VaeService"
 T = TypeVar("T")
@@ -58,6 +63,51 @@ class SampleResult:
 
     def __len__(self) -> int:
         return len(self.latents)
+
+
+@dataclass
+class LatentImages:
+    """Interpolate or Edit: images (array for float32/uint8, else None), PNG files (png format,
+    else None), and the latents they were decoded from, row for row."""
+
+    images: np.ndarray | None
+    png: list[bytes] | None
+    latents: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.latents)
+
+
+@dataclass
+class Concept:
+    """A named direction in latent space (ListConcepts), for `edit`."""
+
+    name: str
+    kind: str
+    description: str
+    vector: np.ndarray
+    norm: float
+
+
+@dataclass
+class ConceptLabel:
+    """Where the encoder puts one label's images: count, mean [L], covariance [L, L]."""
+
+    label: str
+    count: int
+    mean: np.ndarray
+    covariance: np.ndarray
+
+
+@dataclass
+class Concepts:
+    """A model's concepts: vectors by name, label statistics by label (both empty when the
+    model has no concepts.json), the dataset they came from and the encoder they describe."""
+
+    vectors: dict[str, Concept]
+    labels: dict[str, ConceptLabel]
+    dataset: str
+    encoder_sha256: str
 
 
 @dataclass
@@ -113,6 +163,7 @@ class VaeClient:
         self.retries = retries
         self.backoff_s = backoff_s
         self.max_backoff_s = max_backoff_s
+        self.max_message_bytes = max_message_bytes
         channel_options = [
             ("grpc.max_receive_message_length", max_message_bytes),
             ("grpc.max_send_message_length", max_message_bytes),
@@ -200,10 +251,12 @@ class VaeClient:
         temperature: float | None = None,
         format: ImageFormat = "float32",
         offset: int = 0,
+        concept: str = "",
         timeout: float | None = None,
     ) -> SampleResult:
-        """n images from the prior; the same seed gives the same images."""
-        request = self._sample_request(n, seed, temperature, format, offset, 0)
+        """n images from the prior, or with `concept` ("label:K") from the Gaussian fitted to
+        where the encoder puts label K; the same seed gives the same images."""
+        request = self._sample_request(n, seed, temperature, format, offset, 0, concept)
         return _sample_result(self._unary(self.stub.Sample, request, timeout))
 
     def sample_stream(
@@ -215,6 +268,7 @@ class VaeClient:
         format: ImageFormat = "png",
         offset: int = 0,
         chunk_size: int = 0,
+        concept: str = "",
         timeout: float | None = None,
     ) -> Iterator[SampleResult]:
         """Sample for large n, chunk by chunk, in order; resumes after UNAVAILABLE."""
@@ -222,7 +276,7 @@ class VaeClient:
         done, attempt = 0, 0
         while done < n:
             request = self._sample_request(
-                n - done, seed, temperature, format, offset + done, chunk_size
+                n - done, seed, temperature, format, offset + done, chunk_size, concept
             )
             try:
                 for reply in self.stub.SampleStream(request, timeout=_left(deadline)):
@@ -258,6 +312,95 @@ class VaeClient:
             json.loads(r.metadata_json or "{}"),
         )
 
+    def interpolate(
+        self,
+        start: np.ndarray,
+        end: np.ndarray,
+        steps: int,
+        *,
+        method: Literal["linear", "spherical"] = "linear",
+        format: ImageFormat = "float32",
+        timeout: float | None = None,
+    ) -> LatentImages:
+        """`steps` decoded points from `start` to `end`, both included. Each end is a latent
+        ([L] or [1, L]) or an image ([C, H, W] or [1, C, H, W], uint8 or float in [0, 1]),
+        which the server encodes to its posterior mean first."""
+        request = pb.InterpolateRequest(
+            model=self.model,
+            version=self.version,
+            steps=steps,
+            method=METHODS[method],
+            format=FORMATS[format],
+        )
+        for side, value in (("start", start), ("end", end)):
+            kind, array = _endpoint(value)
+            getattr(request, f"{side}_{kind}").CopyFrom(to_tensor(array))
+        reply: pb.InterpolateResponse = self._unary(self.stub.Interpolate, request, timeout)
+        return _latent_images(reply)
+
+    def list_concepts(self, timeout: float | None = None) -> Concepts:
+        """The model's concept vectors and label statistics (empty without concepts.json)."""
+        request = pb.ListConceptsRequest(model=self.model, version=self.version)
+        r: pb.ListConceptsResponse = self._unary(self.stub.ListConcepts, request, timeout)
+        vectors = {
+            v.name: Concept(v.name, v.kind, v.description, to_array(v.vector, "vector"), v.norm)
+            for v in r.vectors
+        }
+        labels = {
+            c.label: ConceptLabel(
+                c.label, c.count, to_array(c.mean, "mean"), to_array(c.covariance, "covariance")
+            )
+            for c in r.labels
+        }
+        return Concepts(vectors, labels, r.dataset, r.encoder_sha256)
+
+    def edit(
+        self,
+        images: np.ndarray,
+        concept: str,
+        alphas: Sequence[float],
+        *,
+        format: ImageFormat = "float32",
+        timeout: float | None = None,
+    ) -> LatentImages:
+        """Each image [N, C, H, W] encoded (posterior mean z), z + alpha * v decoded for every
+        alpha: row i * len(alphas) + j is image i with alphas[j]."""
+        request = pb.EditRequest(
+            model=self.model,
+            version=self.version,
+            images=to_tensor(_images(images)),
+            concept=concept,
+            alphas=[float(a) for a in alphas],
+            format=FORMATS[format],
+        )
+        return _latent_images(self._unary(self.stub.Edit, request, timeout))
+
+    def latent_map(
+        self,
+        *,
+        dims: tuple[int, int] = (0, 1),
+        grid: int = 20,
+        point: Sequence[float] | None = None,
+        timeout: float | None = None,
+    ) -> np.ndarray:
+        """The decoder over a grid x grid slice of latent space (dims[0] to the right, dims[1]
+        upward, quantiles 0.05..0.95 of N(0, 1); other dimensions at `point`, default 0), as one
+        uint8 picture [C, grid * H, grid * W]. Decoded in as few requests as the server's
+        limits allow."""
+        info = self.model_info(timeout)
+        z = latent_map.slice_latents(grid, info.latent_dim, dims, point)
+        size = latent_map.rows_per_request(
+            info.limits["max_images_per_request"],
+            min(info.limits["max_message_bytes"], self.max_message_bytes),
+            info.image_shape,
+            "uint8",
+        )
+        parts = [
+            self.decode(z[s], format="uint8", timeout=timeout)
+            for s in latent_map.batches(len(z), size)
+        ]
+        return latent_map.tile(np.concatenate(parts), grid)
+
     def health(self, service: str = READINESS, timeout: float | None = 5.0) -> str:
         """ "SERVING", "NOT_SERVING", ... of a health service name ("" is liveness)."""
         reply = self.health_stub.Check(
@@ -288,6 +431,7 @@ class VaeClient:
         format: ImageFormat,
         offset: int,
         chunk_size: int,
+        concept: str = "",
     ) -> pb.SampleRequest:
         return pb.SampleRequest(
             model=self.model,
@@ -298,6 +442,7 @@ class VaeClient:
             format=FORMATS[format],
             offset=offset,
             chunk_size=chunk_size,
+            concept=concept,
         )
 
     def _unary(self, method: Callable[..., T], request: Any, timeout: float | None) -> T:
@@ -325,6 +470,25 @@ class VaeClient:
 def _images(images: np.ndarray) -> np.ndarray:
     array = np.asarray(images)
     return array if array.dtype == np.uint8 else array.astype(np.float32, copy=False)
+
+
+def _endpoint(value: np.ndarray) -> tuple[str, np.ndarray]:
+    """("latent", float32 [1, L]) for 1-D or 2-D input, ("image", [1, C, H, W]) for 3-D or 4-D."""
+    array = np.asarray(value)
+    if array.ndim in (1, 2):
+        return "latent", np.asarray(array.reshape(1, -1) if array.ndim == 1 else array, np.float32)
+    if array.ndim in (3, 4):
+        return "image", _images(array[None] if array.ndim == 3 else array)
+    raise ValueError(
+        f"an interpolation end must be a latent ([L] or [1, L]) or an image ([C, H, W] or "
+        f"[1, C, H, W]); got shape {list(array.shape)}"
+    )
+
+
+def _latent_images(reply: pb.InterpolateResponse | pb.EditResponse) -> LatentImages:
+    images = to_array(reply.images, "images") if reply.HasField("images") else None
+    png = list(reply.png) if reply.png else None
+    return LatentImages(images, png, to_array(reply.latents, "latents"))
 
 
 def _sample_result(reply: pb.SampleResponse) -> SampleResult:

@@ -65,13 +65,15 @@ def generate(
     grid_max: int = 1024,
     chunk_size: int = 0,
     progress: bool = True,
+    concept: str = "",
 ) -> GenerateResult:
-    """Write images 0..n-1 of `seed` into `out` (skipping those there) and a contact sheet."""
+    """Write images 0..n-1 of `seed` into `out` (skipping those there) and a contact sheet;
+    with `concept` ("label:K"), sampled around that label instead of from the prior."""
     if n < 1:
         raise GenerateError(f"--n must be at least 1, got {n}")
     out.mkdir(parents=True, exist_ok=True)
     info = client.model_info()
-    manifest = _manifest(out, seed, temperature, info.name, info.version)
+    manifest = _manifest(out, seed, temperature, info.name, info.version, concept)
     seed = int(manifest["seed"])
     runs = missing_runs(out, n)
     todo = sum(count for _, count in runs)
@@ -84,6 +86,7 @@ def generate(
                 format="png",
                 offset=start,
                 chunk_size=chunk_size,
+                concept=concept,
                 timeout=None,
             )
             for chunk in chunks:
@@ -100,13 +103,20 @@ def generate(
 
 
 def _manifest(
-    out: Path, seed: int | None, temperature: float, model: str, version: int
+    out: Path, seed: int | None, temperature: float, model: str, version: int, concept: str = ""
 ) -> dict[str, object]:
     """Read or create the folder's manifest; refuse to mix generations."""
     path = out / MANIFEST
+    wanted = {
+        "seed": seed,
+        "temperature": temperature,
+        "model": model,
+        "version": version,
+        "concept": concept,
+    }
     if path.is_file():
         manifest = json.loads(path.read_text())
-        wanted = {"seed": seed, "temperature": temperature, "model": model, "version": version}
+        manifest.setdefault("concept", "")  # written before concepts existed: the prior
         for key, value in wanted.items():
             if value is not None and manifest.get(key) != value:
                 raise GenerateError(
@@ -116,7 +126,7 @@ def _manifest(
         return manifest
     if seed is None:
         seed = int.from_bytes(os.urandom(8), "little")
-    manifest = {"seed": seed, "temperature": temperature, "model": model, "version": version}
+    manifest = {**wanted, "seed": seed}
     _write_atomic(path, (json.dumps(manifest, indent=2) + "\n").encode())
     return manifest
 

@@ -5,16 +5,27 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
+
 from vaeserve import __version__
+from vaeserve.service.concepts import Concepts, Vector
 from vaeserve.service.core import Encoded, LoadedModel, Sampled, VaeCore
 from vaeserve.service.errors import InvalidInput
 from vaeserve.service.formats import OutputFormat, Rendered
 from vaeserve.service.grpc.tensors import to_array, to_tensor
+from vaeserve.service.latent import Method
+from vaeserve.service.latent_ops import Decoded, Endpoint
 from vaeserve.v1 import vae_pb2 as pb
 
 __all__ = [
+    "concepts_response",
     "decode_response",
+    "decoded_response",
+    "edit_args",
     "encode_response",
+    "endpoint",
+    "interpolate_args",
+    "interpolation_method",
     "model_info",
     "output_format",
     "sample_args",
@@ -52,6 +63,50 @@ def sample_args(request: pb.SampleRequest) -> dict[str, Any]:
         "temperature": temperature_of(request),
         "offset": request.offset,
         "fmt": output_format(request.format),
+        "concept": request.concept,
+    }
+
+
+METHODS: dict[int, Method] = {
+    pb.INTERPOLATION_METHOD_UNSPECIFIED: "linear",
+    pb.INTERPOLATION_METHOD_LINEAR: "linear",
+    pb.INTERPOLATION_METHOD_SPHERICAL: "spherical",
+}
+
+
+def interpolation_method(value: int) -> Method:
+    if value not in METHODS:
+        raise InvalidInput(f"method: unknown InterpolationMethod value {value}")
+    return METHODS[value]
+
+
+def endpoint(request: pb.InterpolateRequest, side: str) -> Endpoint | None:
+    """The `start` or `end` oneof as an Endpoint (None when neither field is set)."""
+    field = request.WhichOneof(side)
+    if field is None:
+        return None
+    kind = field.removeprefix(f"{side}_")  # "latent" or "image"
+    return Endpoint(kind, to_array(getattr(request, field), field), field)
+
+
+def interpolate_args(request: pb.InterpolateRequest) -> dict[str, Any]:
+    """The keyword arguments of latent_ops.interpolate for an InterpolateRequest."""
+    return {
+        "start": endpoint(request, "start"),
+        "end": endpoint(request, "end"),
+        "steps": request.steps,
+        "method": interpolation_method(request.method),
+        "fmt": output_format(request.format),
+    }
+
+
+def edit_args(request: pb.EditRequest) -> dict[str, Any]:
+    """The keyword arguments of latent_ops.edit for an EditRequest."""
+    return {
+        "images": to_array(request.images, "images", request.HasField("images")),
+        "concept": request.concept,
+        "alphas": list(request.alphas),
+        "fmt": output_format(request.format),
     }
 
 
@@ -86,7 +141,51 @@ def sample_response(model: LoadedModel, sampled: Sampled, rendered: Rendered) ->
     return response
 
 
-def _put_images(response: pb.DecodeResponse | pb.SampleResponse, rendered: Rendered) -> None:
+def decoded_response(
+    response: pb.InterpolateResponse | pb.EditResponse,
+    model: LoadedModel,
+    decoded: Decoded,
+    rendered: Rendered,
+) -> pb.InterpolateResponse | pb.EditResponse:
+    """Fill an Interpolate or Edit response: images, the latents decoded, model and version."""
+    response.latents.CopyFrom(to_tensor(decoded.latents))
+    response.model, response.version = model.spec.name, model.spec.version
+    _put_images(response, rendered)
+    return response
+
+
+def concepts_response(model: LoadedModel) -> pb.ListConceptsResponse:
+    """The model's concepts.json as ListConcepts shows it (empty lists when it has none)."""
+    response = pb.ListConceptsResponse(model=model.spec.name, version=model.spec.version)
+    concepts: Concepts | None = model.concepts
+    if concepts is None:
+        return response
+    response.vectors.extend(_vector(v) for v in concepts.listed())
+    response.labels.extend(
+        pb.ConceptLabel(
+            label=stats.label,
+            count=stats.count,
+            mean=to_tensor(stats.mean.astype(np.float32)),
+            covariance=to_tensor(stats.covariance.astype(np.float32)),
+        )
+        for stats in concepts.labels.values()
+    )
+    response.dataset, response.encoder_sha256 = concepts.dataset, concepts.encoder_sha256
+    return response
+
+
+def _vector(vector: Vector) -> pb.ConceptVector:
+    v = vector.vector.astype(np.float32)
+    return pb.ConceptVector(
+        name=vector.name,
+        kind=vector.kind,
+        description=vector.description,
+        vector=to_tensor(v),
+        norm=float(np.linalg.norm(vector.vector)),
+    )
+
+
+def _put_images(response: Any, rendered: Rendered) -> None:
     if rendered.png is not None:
         response.png.extend(rendered.png)
     elif rendered.array is not None:

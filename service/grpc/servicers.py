@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 import grpc
 import numpy as np
 
+from vaeserve.service import latent_ops
 from vaeserve.service.core import VaeCore
 from vaeserve.service.formats import OutputFormat, Rendered, render
 from vaeserve.service.grpc import converters as cv
@@ -78,3 +79,25 @@ class VaeServicer(vae_pb2_grpc.VaeServiceServicer):
         self, request: pb.GetModelInfoRequest, context: Context
     ) -> pb.GetModelInfoResponse:
         return cv.model_info(self.core, self.core.resolve(request.model, request.version))
+
+    async def Interpolate(
+        self, request: pb.InterpolateRequest, context: Context
+    ) -> pb.InterpolateResponse:
+        model, args = (
+            self.core.resolve(request.model, request.version),
+            cv.interpolate_args(request),
+        )
+        path = await latent_ops.interpolate(self.core, model, deadline=deadline(context), **args)
+        png = await rendered(path.images, args["fmt"])
+        return cv.decoded_response(pb.InterpolateResponse(), model, path, png)
+
+    async def ListConcepts(
+        self, request: pb.ListConceptsRequest, context: Context
+    ) -> pb.ListConceptsResponse:
+        return cv.concepts_response(self.core.resolve(request.model, request.version))
+
+    async def Edit(self, request: pb.EditRequest, context: Context) -> pb.EditResponse:
+        model, args = self.core.resolve(request.model, request.version), cv.edit_args(request)
+        edited = await latent_ops.edit(self.core, model, deadline=deadline(context), **args)
+        png = await rendered(edited.images, args["fmt"])
+        return cv.decoded_response(pb.EditResponse(), model, edited, png)

@@ -1,16 +1,20 @@
 """Property-based bad input: Hypothesis generates requests for every RPC (wrong shapes, dtypes,
 byte lengths, huge or negative dimensions, NaN/Inf, empty batches, unknown models and versions,
-oversize messages, and well-formed ones among them), and each must get exactly the status code
-the documented rules predict, with a message that names the problem; good ones must be answered
-correctly. One server per module; after each property a known good request must still give the
-same bytes as before. Derandomized, so CI runs the same cases every time (`CASES` in total)."""
+unknown concepts, bad alphas and steps, oversize messages, and well-formed ones among them), and
+each must get exactly the status code the documented rules predict, with a message that names the
+problem; good ones must be answered correctly. One server per module, its model with a
+concepts.json (so Edit and Sample's `concept` reach their deeper checks); after each property a
+known good request must still give the same bytes as before. Derandomized, so CI runs the same
+cases every time (`CASES` in total)."""
 
 from __future__ import annotations
 
 import math
+import shutil
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import grpc
 import numpy as np
@@ -18,9 +22,14 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from vaeserve.export.concepts import build_concepts
+from vaeserve.service import latent
+from vaeserve.service.concepts import Concepts, load_concepts
 from vaeserve.service.formats import MESSAGE_OVERHEAD, image_bytes
 from vaeserve.service.grpc.tensors import to_array
+from vaeserve.service.repository import read_model
 from vaeserve.service.rng import normal_rows
+from vaeserve.training.synthetic import make_shapes
 from vaeserve.v1 import vae_pb2 as pb
 from vaeserve.v1 import vae_pb2_grpc
 
@@ -35,9 +44,20 @@ EXHAUSTED = grpc.StatusCode.RESOURCE_EXHAUSTED
 # The fuzzed server's limits (conftest.TEST_SETTINGS) and the tiny model.
 MAX_BYTES, MAX_IMAGES, MAX_SAMPLE, MAX_STREAM = 100_000, 100, 200, 5000
 IMAGE, LATENT = (1, 12, 12), 3
-EXAMPLES = {"Encode": 350, "Decode": 300, "Sample": 250, "SampleStream": 150, "GetModelInfo": 100}
+EXAMPLES = {
+    "Encode": 350,
+    "Decode": 300,
+    "Sample": 250,
+    "SampleStream": 150,
+    "GetModelInfo": 100,
+    "Interpolate": 250,
+    "Edit": 250,
+    "ListConcepts": 50,
+}
 CASES = sum(EXAMPLES.values())
 UINT32, UINT64, INT64 = 2**32 - 1, 2**64 - 1, 2**63 - 1
+# The fuzzed model's concepts.json: labels 0..4 (make_shapes) and one user vector.
+LABELS, USER = ("0", "1", "2", "3", "4"), "bars"
 
 
 def fuzz_settings(method: str) -> settings:
@@ -57,8 +77,33 @@ class Expect:
 
 
 @pytest.fixture(scope="module")
-def fuzz_server(tiny_repository) -> Iterator[ServerThread]:
-    with running_server(tiny_repository, providers="cpu") as srv:
+def fuzz_repository(tiny_repository, tmp_path_factory) -> Path:
+    """The tiny model with a concepts.json built from generated labelled shapes."""
+    root = tmp_path_factory.mktemp("fuzz-repo")
+    shutil.copytree(tiny_repository / "tiny", root / "tiny")
+    x, y = make_shapes(100, height=12, width=12, seed=3)
+    np.savez(root / "shapes.npz", x_train=x, y_train=y)
+    np.savez(root / "h.npz", images=x[y == 0])
+    np.savez(root / "v.npz", images=x[y == 1])
+    build_concepts(
+        root / "tiny" / "1",
+        data=root / "shapes.npz",
+        vectors={USER: (root / "h.npz", root / "v.npz")},
+    )
+    return root
+
+
+@pytest.fixture(scope="module")
+def concepts(fuzz_repository) -> Concepts:
+    """What the server loaded (the same reader), to predict Sample's latents near a label."""
+    loaded = load_concepts(read_model(fuzz_repository / "tiny" / "1"))
+    assert loaded is not None and tuple(loaded.labels) == LABELS and USER in loaded.user
+    return loaded
+
+
+@pytest.fixture(scope="module")
+def fuzz_server(fuzz_repository) -> Iterator[ServerThread]:
+    with running_server(fuzz_repository, providers="cpu") as srv:
         yield srv
 
 
@@ -245,10 +290,107 @@ def expect_sample(r: pb.SampleRequest, stream: bool) -> Expect:
         return Expect(INVALID, "temperature")
     if r.offset + r.n > 2**63:
         return Expect(INVALID, "2**63")
+    if r.concept and not (r.concept.startswith("label:") and r.concept[6:] in LABELS):
+        return Expect(INVALID, "concept: sampling needs a label concept 'label:K'")
     per_image = image_bytes(IMAGE, FORMAT_NAMES[r.format]) + 4 * LATENT
     if not stream and r.n * per_image + MESSAGE_OVERHEAD > MAX_BYTES:
         return Expect(EXHAUSTED, "over max_message_bytes")
     return Expect(OK)
+
+
+def known_concept(name: str) -> bool:
+    """Edit's names: label:K, A-B for any two labels (either way, or the same twice), user's."""
+    if name == USER or (name.startswith("label:") and name[6:] in LABELS):
+        return True
+    return any(name[:i] in LABELS and name[i + 1 :] in LABELS for i in range(len(name)))
+
+
+def latent_end(x: np.ndarray, field: str) -> Expect | None:
+    if x.shape != (1, LATENT):
+        return Expect(INVALID, f"{field}: shape {list(x.shape)}, but tiny v1 needs one latent")
+    if x.dtype != np.dtype("<f4"):
+        return Expect(INVALID, f"{field}: dtype uint8, need float32")
+    if not np.isfinite(x).all():
+        return Expect(INVALID, f"{field}: values must be finite")
+    return None
+
+
+def pixels(images: list[np.ndarray]) -> Expect | None:
+    """The encoder's checks of float pixels (uint8 ones are always in range)."""
+    floats = [x for x in images if x.dtype != np.uint8]
+    if any(not np.isfinite(x).all() for x in floats):
+        return Expect(INVALID, "NaN or infinite")
+    if any(x.size and (x.min() < 0 or x.max() > 1) for x in floats):
+        return Expect(INVALID, "must be in [0, 1]")
+    return None
+
+
+def response_fits(rows: int, fmt: int) -> Expect | None:
+    if rows * (image_bytes(IMAGE, FORMAT_NAMES[fmt]) + 4 * LATENT) + MESSAGE_OVERHEAD > MAX_BYTES:
+        return Expect(EXHAUSTED, "over max_message_bytes")
+    return None
+
+
+def expect_interpolate(r: pb.InterpolateRequest) -> Expect:
+    early = transport(r) or resolve(r.model, r.version)
+    if early:
+        return early
+    fields = [r.WhichOneof("start"), r.WhichOneof("end")]
+    for field in fields:
+        if field and (problem := wire(getattr(r, field), field, True)):
+            return problem
+    if r.method not in (0, 1, 2):
+        return Expect(INVALID, f"unknown InterpolationMethod value {r.method}")
+    if r.format not in FORMAT_NAMES:
+        return Expect(INVALID, f"unknown ImageFormat value {r.format}")
+    images = []
+    for side, field in zip(("start", "end"), fields, strict=True):
+        if field is None:
+            return Expect(INVALID, f"{side}: missing (set {side}_latent or {side}_image)")
+        x = array(getattr(r, field))
+        if field.endswith("latent"):
+            if problem := latent_end(x, field):
+                return problem
+        elif x.shape != (1, *IMAGE):
+            return Expect(INVALID, f"{field}: shape {list(x.shape)}, but tiny v1 needs one image")
+        else:
+            images.append(x)
+    if r.steps < 2:
+        return Expect(INVALID, f"steps: got {r.steps}, need at least 2")
+    if r.steps > MAX_IMAGES:
+        return Expect(EXHAUSTED, f"max_images_per_request {MAX_IMAGES}")
+    return response_fits(r.steps, r.format) or pixels(images) or Expect(OK)
+
+
+def expect_edit(r: pb.EditRequest) -> Expect:
+    early = transport(r) or resolve(r.model, r.version)
+    if early:
+        return early
+    if problem := wire(r.images, "images", r.HasField("images")):
+        return problem
+    if r.format not in FORMAT_NAMES:
+        return Expect(INVALID, f"unknown ImageFormat value {r.format}")
+    if not r.concept:
+        return Expect(INVALID, "concept: missing")
+    if not known_concept(r.concept):
+        return Expect(INVALID, "concept: unknown concept")
+    alphas = np.asarray(r.alphas, np.float64)
+    if not len(alphas):
+        return Expect(INVALID, "alphas: need at least one")
+    if len(alphas) > MAX_IMAGES:
+        return Expect(EXHAUSTED, f"alphas: {len(alphas)} images is over")
+    bad = ~np.isfinite(alphas) | (np.abs(alphas) > 100)
+    if bad.any():
+        return Expect(INVALID, f"alphas[{int(np.flatnonzero(bad)[0])}] is")
+    x = array(r.images)
+    if x.ndim == 4 and len(x) >= 1:
+        if len(x) * len(alphas) > MAX_IMAGES:
+            return Expect(EXHAUSTED, f"images x alphas ({len(x)} x {len(alphas)})")
+        if problem := response_fits(len(x) * len(alphas), r.format):
+            return problem
+    if x.ndim != 4 or x.shape[1:] != IMAGE:
+        return Expect(INVALID, "[N, 1, 12, 12]")
+    return count(len(x), "images") or pixels([x]) or Expect(OK)
 
 
 def check(seen: Counter[str], expect: Expect, call) -> object | None:
@@ -306,7 +448,75 @@ sample_requests = st.builds(
     format=formats,
     offset=mostly(st.integers(0, 1000), st.integers(0, UINT64), 85),
     chunk_size=mostly(st.integers(0, 64), st.integers(0, UINT32), 85),
+    concept=mostly(
+        st.just(""),
+        st.one_of(
+            st.sampled_from([f"label:{k}" for k in LABELS]),
+            st.sampled_from(["label:9", "label:", "1-0", USER, "label:0 "]),
+            st.text(max_size=20),
+        ),
+        75,
+    ),
 )
+
+
+@st.composite
+def single(draw: st.DrawFn, tail: tuple[int, ...]) -> pb.Tensor:
+    """One well-formed row, [1, *tail]: mostly float32, values mostly good."""
+    dtype = draw(mostly(st.just(pb.DTYPE_FLOAT32), st.just(pb.DTYPE_UINT8), 80))
+    kind = draw(mostly(st.sampled_from(["uniform", "zeros"]), st.sampled_from(BAD), 85))
+    data = _values(math.prod(tail), dtype, kind, draw(st.integers(0, 2**32 - 1)))
+    return pb.Tensor(shape=[1, *tail], dtype=dtype, data=data)
+
+
+@st.composite
+def interpolate_requests(draw: st.DrawFn) -> pb.InterpolateRequest:
+    request = pb.InterpolateRequest(
+        model=draw(model_names),
+        version=draw(versions),
+        steps=draw(mostly(st.integers(0, 30), st.integers(0, UINT32), 85)),
+        method=draw(mostly(st.sampled_from([0, 1, 2]), st.integers(3, 2**31 - 1), 90)),
+        format=draw(formats),
+    )
+    for side in ("start", "end"):
+        kind = draw(mostly(st.sampled_from(["latent", "image"]), st.none(), 95))
+        if kind is not None:
+            tail = (LATENT,) if kind == "latent" else IMAGE
+            tensor = draw(mostly(single(tail), tensors(tail), 80))
+            getattr(request, f"{side}_{kind}").CopyFrom(tensor)
+    return request
+
+
+edit_requests = st.builds(
+    pb.EditRequest,
+    model=model_names,
+    version=versions,
+    images=mostly(
+        mostly(
+            st.integers(1, 8).flatmap(lambda n: single(IMAGE).map(lambda t: _rows(t, n))),
+            tensors(IMAGE),
+            60,
+        ),
+        st.none(),
+        95,
+    ),
+    concept=mostly(
+        st.sampled_from([f"label:{k}" for k in LABELS] + ["1-0", "3-3", "4-2", USER]),
+        st.one_of(st.sampled_from(["", "label:9", "9-1", "1-", "bars2"]), st.text(max_size=20)),
+        85,
+    ),
+    alphas=mostly(
+        st.lists(st.floats(-5, 5, width=32), min_size=1, max_size=6),
+        st.one_of(st.lists(st.floats(width=32), max_size=8), st.lists(st.just(0.5), max_size=120)),
+        80,
+    ),
+    format=formats,
+)
+
+
+def _rows(row: pb.Tensor, n: int) -> pb.Tensor:
+    """`row` ([1, ...]) repeated to n rows."""
+    return pb.Tensor(shape=[n, *row.shape[1:]], dtype=row.dtype, data=row.data * n)
 
 
 def test_encode(fuzz_stub):
@@ -346,7 +556,7 @@ def test_decode(fuzz_stub):
     covered("Decode", seen, {OK, INVALID, NOT_FOUND, EXHAUSTED})
 
 
-def test_sample(fuzz_stub):
+def test_sample(fuzz_stub, concepts):
     seen: Counter[str] = Counter()
 
     @fuzz_settings("Sample")
@@ -356,13 +566,13 @@ def test_sample(fuzz_stub):
             seen, expect_sample(request, False), lambda: fuzz_stub.Sample(request, timeout=30)
         )
         if reply is not None:
-            _check_sampled(request, [reply])
+            _check_sampled(request, [reply], concepts)
 
     run()
     covered("Sample", seen, {OK, INVALID, NOT_FOUND, EXHAUSTED})
 
 
-def test_sample_stream(fuzz_stub):
+def test_sample_stream(fuzz_stub, concepts):
     seen: Counter[str] = Counter()
 
     @fuzz_settings("SampleStream")
@@ -372,7 +582,7 @@ def test_sample_stream(fuzz_stub):
         replies = check(seen, expect, lambda: list(fuzz_stub.SampleStream(request, timeout=60)))
         if replies is not None:
             assert isinstance(replies, list)
-            _check_sampled(request, replies)
+            _check_sampled(request, replies, concepts)
 
     run()
     covered("SampleStream", seen, {OK, INVALID, NOT_FOUND, EXHAUSTED})
@@ -399,7 +609,79 @@ def test_get_model_info(fuzz_stub):
     covered("GetModelInfo", seen, {OK, NOT_FOUND, EXHAUSTED})
 
 
-def _check_sampled(request: pb.SampleRequest, replies: list[pb.SampleResponse]) -> None:
+def test_interpolate(fuzz_stub):
+    seen: Counter[str] = Counter()
+
+    @fuzz_settings("Interpolate")
+    @given(request=interpolate_requests())
+    def run(request: pb.InterpolateRequest) -> None:
+        expect = expect_interpolate(request)
+        reply = check(seen, expect, lambda: fuzz_stub.Interpolate(request, timeout=30))
+        if reply is not None:
+            latents = to_array(reply.latents, "latents")
+            assert latents.shape == (request.steps, LATENT) and np.isfinite(latents).all()
+            for row, side in ((0, "start"), (-1, "end")):
+                if request.WhichOneof(side) == f"{side}_latent":
+                    given_ = to_array(getattr(request, f"{side}_latent"), side)[0]
+                    np.testing.assert_array_equal(latents[row], given_)
+            _check_images(request.format, reply, request.steps)
+
+    run()
+    covered("Interpolate", seen, {OK, INVALID, NOT_FOUND, EXHAUSTED})
+
+
+def test_edit(fuzz_stub, concepts):
+    seen: Counter[str] = Counter()
+
+    @fuzz_settings("Edit")
+    @given(request=edit_requests)
+    def run(request: pb.EditRequest) -> None:
+        reply = check(seen, expect_edit(request), lambda: fuzz_stub.Edit(request, timeout=30))
+        if reply is not None:
+            n, alphas = request.images.shape[0], np.asarray(request.alphas, np.float64)
+            latents = to_array(reply.latents, "latents").reshape(n, len(alphas), LATENT)
+            v = concepts.vector(request.concept).vector
+            moved = latents.astype(np.float64) - latents[:, :1]  # each image's first edit
+            steps = np.broadcast_to((alphas - alphas[0])[None, :, None] * v, moved.shape)
+            np.testing.assert_allclose(moved, steps, atol=1e-4)
+            _check_images(request.format, reply, n * len(alphas))
+
+    run()
+    covered("Edit", seen, {OK, INVALID, NOT_FOUND, EXHAUSTED})
+
+
+def test_list_concepts(fuzz_stub):
+    seen: Counter[str] = Counter()
+
+    @fuzz_settings("ListConcepts")
+    @given(
+        request=st.builds(
+            pb.ListConceptsRequest,
+            model=mostly(st.sampled_from(["", "tiny"]), BAD_NAMES, 60),
+            version=versions,
+        )
+    )
+    def run(request: pb.ListConceptsRequest) -> None:
+        expect = transport(request) or resolve(request.model, request.version) or Expect(OK)
+        reply = check(seen, expect, lambda: fuzz_stub.ListConcepts(request, timeout=30))
+        if reply is not None:
+            assert [c.label for c in reply.labels] == list(LABELS)
+            assert len(reply.vectors) == len(LABELS) ** 2 + 1 and reply.vectors[-1].name == USER
+
+    run()
+    covered("ListConcepts", seen, {OK, NOT_FOUND, EXHAUSTED})
+
+
+def _check_images(fmt: int, reply: pb.InterpolateResponse | pb.EditResponse, rows: int) -> None:
+    if fmt == pb.IMAGE_FORMAT_PNG:
+        assert len(reply.png) == rows and all(p.startswith(b"\x89PNG") for p in reply.png)
+    else:
+        assert list(reply.images.shape) == [rows, *IMAGE]
+
+
+def _check_sampled(
+    request: pb.SampleRequest, replies: list[pb.SampleResponse], concepts: Concepts
+) -> None:
     """Chunks in order from `offset`, n in all, latents exactly the documented seeded rows."""
     offset = request.offset
     for reply in replies:
@@ -410,7 +692,10 @@ def _check_sampled(request: pb.SampleRequest, replies: list[pb.SampleResponse]) 
             assert reply.seed == request.seed
         temperature = request.temperature if request.HasField("temperature") else 1.0
         expected = normal_rows(reply.seed, offset, rows, LATENT)
-        if temperature != 1.0:
+        if request.concept:
+            label = concepts.label(request.concept)
+            expected = latent.around(label.mean, label.factor, expected, temperature)
+        elif temperature != 1.0:
             expected = expected * np.float32(temperature)
         np.testing.assert_array_equal(latents, expected)
         images = len(reply.png) if request.format == pb.IMAGE_FORMAT_PNG else reply.images.shape[0]

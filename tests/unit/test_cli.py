@@ -84,3 +84,34 @@ def test_train_then_evaluate(tmp_path, shapes_npz):
     assert {"nelbo", "recon", "kl", "iwae_nll"} <= set(out)
     result = run_cli("train", "--out", str(run), "--resume", "--epochs", "2", "--quiet")
     assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.parametrize(
+    ("command", "args", "block"),
+    [
+        ("concepts", ["--data", "d", "--repository", "r", "--name", "m", "--version", "1"],
+         "onnxruntime"),
+        ("interpolate", ["--from-latent", "0", "0", "--to-latent", "1", "1", "--out", "x.png"],
+         "grpc"),
+        ("edit", ["--image", "a.png", "--concept", "label:1", "--out", "x.png"], "grpc"),
+        ("latent-map", ["--out", "x.png"], "grpc"),
+        ("sample", ["--concept", "label:3", "--out", "x.png"], "grpc"),
+        ("list-concepts", [], "grpc"),
+    ],
+)  # fmt: skip
+def test_latent_space_commands_without_the_serve_extra(command, args, block):
+    result = run_cli(command, *args, block=block)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and f"'vaeserve {command}' needs the 'serve' extra" in lines[0]
+
+
+def test_concepts_never_imports_torch(tmp_path):
+    """Building concepts.json runs the exported encoder on ONNX Runtime: with torch unimportable
+    it still gets as far as reading the (missing) model version."""
+    result = run_cli(
+        "concepts", "--data", "d.npz", "--repository", str(tmp_path), "--name", "m",
+        "--version", "1", block="torch",
+    )  # fmt: skip
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "model.json" in result.stderr and "torch" not in result.stderr

@@ -68,9 +68,17 @@ def test_formats_and_sample_arguments():
     with pytest.raises(InvalidInput, match="unknown ImageFormat value 9"):
         output_format(9)
     args = sample_args(pb.SampleRequest(n=3))
-    assert args == {"seed": None, "temperature": 1.0, "offset": 0, "fmt": "float32"}
-    args = sample_args(pb.SampleRequest(n=3, seed=0, temperature=0.0, offset=5, format=2))
-    assert args == {"seed": 0, "temperature": 0.0, "offset": 5, "fmt": "uint8"}
+    assert args == {"seed": None, "temperature": 1.0, "offset": 0, "fmt": "float32", "concept": ""}
+    args = sample_args(
+        pb.SampleRequest(n=3, seed=0, temperature=0.0, offset=5, format=2, concept="label:1")
+    )
+    assert args == {
+        "seed": 0,
+        "temperature": 0.0,
+        "offset": 5,
+        "fmt": "uint8",
+        "concept": "label:1",
+    }
 
 
 @settings(max_examples=25, deadline=None)
