@@ -170,7 +170,10 @@ class VaeCore:
     def load(cls, settings: Settings, metrics: Metrics | None = None) -> VaeCore:
         """Scan the repository and load, check and warm up every model version (blocking)."""
         root = settings.repository or bundled_repository()
-        repository = ModelRepository(Path(root)).scan()
+        try:
+            repository = ModelRepository(Path(root)).scan()
+        except RepositoryError as exc:  # nothing servable: a start-up failure (exit 1), not usage
+            raise StartupError(str(exc)) from None
         specs = [spec for versions in repository.models.values() for spec in versions.values()]
         runtimes, errors = load_runtimes(specs, settings)
         if not runtimes:

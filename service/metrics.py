@@ -98,12 +98,26 @@ class Metrics:
             "Model versions in the repository that could not be served (last load or reload)",
             registry=r,
         )
+        self.model_broken = Gauge(
+            "vaeserve_model_version_broken",
+            "1 for each model version folder that could not be served (last load or reload)",
+            ["directory"],
+            registry=r,
+        )
         self.model = Info(
             "vaeserve_model",
             "A loaded model version and its providers",
             ["model", "version"],
             registry=r,
         )
+
+    def report_model_errors(self, errors: dict[str, str]) -> None:
+        """Publish the versions that could not be served ({folder: message}): their count and
+        one series per folder, so an alert names the broken one."""
+        self.model_errors.set(len(errors))
+        self.model_broken.clear()
+        for directory in errors:
+            self.model_broken.labels(directory).set(1)
 
     def exposition(self) -> bytes:
         """The text format, as /metrics serves it."""

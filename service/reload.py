@@ -9,7 +9,8 @@ running finish on the sessions they started with. What goes wrong never costs wh
 - the scan fails (root gone, nothing servable): the old table stays, result `failed`;
 - a new or changed version does not load: it is skipped and reported, result `partial`;
 - a served version is broken on disk now (corrupt graph, sha256 mismatch): it keeps serving
-  from memory and is reported, result `partial`;
+  from memory and is reported, result `partial` (`failed` when nothing else in the repository is
+  servable, as the scan then fails; the version keeps serving all the same);
 - a version whose folder was removed stops being served.
 
 Each reload is one log line and one count in `vaeserve_reloads_total{result}`.
@@ -154,7 +155,7 @@ class Reloader:
                 model.decoder.start()
         self.core.install(_repository(self.root, table, errors), table)
         if self.metrics:
-            self.metrics.model_errors.set(len(errors))
+            self.metrics.report_model_errors(errors)
         added = [_label(k) for k in sorted(table) if old.get(k) is not table[k]]
         removed = [_label(k) for k in sorted(old) if k not in table]
         outcome = "partial" if errors else "ok" if added or removed else "unchanged"

@@ -101,7 +101,7 @@ class VaeServer:
             )
         await self.health.set(LIVENESS, SERVING)
         await self.health.set(READINESS, NOT_SERVING)
-        self.port = bind(self.grpc, f"{s.host}:{s.port}", credentials)
+        self.port = bind(self.grpc, grpc_address(s.host, s.port), credentials)
         await self.grpc.start()
         log.info(
             "gRPC listening on %s:%d (%s, bearer token %s, reflection %s); loading models",
@@ -114,7 +114,7 @@ class VaeServer:
         try:
             if s.metrics_port != 0:
                 self._metrics_http, self.metrics_port = self.metrics.serve_http(
-                    s.host, s.metrics_port
+                    http_host(s.host), s.metrics_port
                 )
             core = await asyncio.to_thread(VaeCore.load, s, self.metrics)
         except BaseException:
@@ -127,7 +127,7 @@ class VaeServer:
         self.core.start()
         self.servicer.core = self.core
         self.reloader = Reloader(core, s, self.metrics)
-        self.metrics.model_errors.set(len(core.repository.errors))
+        self.metrics.report_model_errors(core.repository.errors)
         if s.poll_repository_s > 0:
             self._watch = asyncio.ensure_future(self.reloader.watch(s.poll_repository_s))
         self.state.ready = True
@@ -227,6 +227,18 @@ async def serve(settings: Settings) -> None:
 def _on_signal(server: VaeServer, sig: signal.Signals) -> None:
     log.info("received %s", sig.name)
     server.request_shutdown()
+
+
+def grpc_address(host: str, port: int) -> str:
+    """HOST:PORT for gRPC, an IPv6 host in brackets ("::1" or "[::1]" -> "[::1]:PORT")."""
+    if ":" in host and not host.startswith("["):
+        host = f"[{host}]"
+    return f"{host}:{port}"
+
+
+def http_host(host: str) -> str:
+    """The host for the metrics HTTP server, which takes IPv6 addresses without brackets."""
+    return host[1:-1] if host.startswith("[") and host.endswith("]") else host
 
 
 def bind(server: grpc.aio.Server, address: str, credentials: grpc.ServerCredentials | None) -> int:

@@ -32,8 +32,10 @@ def status(health: health_pb2_grpc.HealthStub, request=READY) -> str:
 
 
 def test_sigterm_drains_in_flight_requests_then_exits(tiny_repository, tmp_path):
-    # Batches wait 1.5 s for company, so requests are still in flight when SIGTERM arrives.
-    with serve_process(tiny_repository, tmp_path, "--max-delay-ms", "1500") as srv:
+    # Batches wait 1.5 s for company (always, not only when the last batch was as big), so the
+    # requests are still in flight when SIGTERM arrives.
+    flags = ("--max-delay-ms", "1500", "--batch-wait-when-idle")
+    with serve_process(tiny_repository, tmp_path, *flags) as srv:
         with grpc.insecure_channel(srv.target) as ch:
             stub, health = vae_pb2_grpc.VaeServiceStub(ch), health_pb2_grpc.HealthStub(ch)
             assert status(health) == "SERVING" and status(health, LIVE) == "SERVING"
