@@ -1,15 +1,16 @@
 """Rebuild the PyTorch VAE from exported graphs, using the graphs' own initializers.
 
-The exporter names every initializer after the module parameter it came from, so a served model
-can be compared with (or benchmarked against) PyTorch without its training checkpoint.
+The exporter names every initializer after the module parameter it came from (the decoder's
+sub-pixel kernels too, which are turned back into plain weights), so a served model can be
+compared with (or benchmarked against) PyTorch without its training checkpoint.
 """
 
 from __future__ import annotations
 
 import onnx
 import torch
-from onnx import numpy_helper
 
+from vaeserve.export.subpixel import plain_initializers
 from vaeserve.service.repository import ModelSpec
 from vaeserve.training.config import ModelConfig
 from vaeserve.training.model import VAE
@@ -22,9 +23,10 @@ def torch_model_from_spec(spec: ModelSpec) -> VAE:
     wanted = model.state_dict()
     state = {}
     for graph in ("encoder", "decoder"):
-        for init in onnx.load(str(spec.graph_path(graph))).graph.initializer:
-            key = f"{graph}.{init.name}"
+        graph_proto = onnx.load(str(spec.graph_path(graph))).graph
+        for name, array in plain_initializers(graph_proto).items():
+            key = f"{graph}.{name}"
             if key in wanted:
-                state[key] = torch.from_numpy(numpy_helper.to_array(init).copy())
+                state[key] = torch.from_numpy(array.copy())
     model.load_state_dict(state)  # strict: every parameter must come from the graphs
     return model.eval()

@@ -29,6 +29,7 @@ from torch import nn
 from vaeserve import __version__
 from vaeserve.export import metadata as md
 from vaeserve.export.onnx_eval import cpu_session, onnx_elbo, run_batched
+from vaeserve.export.subpixel import rewrite_decoder
 from vaeserve.training.checkpoint import load_model, train_config_of
 from vaeserve.training.data import DatasetError
 from vaeserve.training.model import VAE
@@ -128,6 +129,7 @@ def _export_into(
         [md.DECODER_INPUT],
         [md.DECODER_OUTPUT],
     )
+    rewrite = _subpixel_decoder(work / md.DECODER)
     log.info("traced both graphs in %.1f s", time.perf_counter() - t0)
 
     real, real_source, val_images = _real_inputs(model, state, data, max(batch_sizes))
@@ -171,6 +173,7 @@ def _export_into(
             "onnx": onnx.__version__,
             "onnxruntime": ort.__version__,
             "python": sys.version.split()[0],
+            "decoder_rewrite": rewrite,
         },
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "variants": {},
@@ -223,6 +226,17 @@ def _export_graph(
         onnx.checker.check_model(str(path), full_check=True)
     except onnx.checker.ValidationError as exc:
         raise ExportError(f"{path.name}: onnx.checker rejected the graph: {exc}") from None
+
+
+def _subpixel_decoder(path: Path) -> str:
+    """Put the decoder's upsampling in sub-pixel form (export/subpixel.py) when it has the
+    book's pattern; the parity check that follows compares the result with PyTorch."""
+    proto = onnx.load(str(path))
+    if not rewrite_decoder(proto):
+        return "none"
+    onnx.save(proto, str(path))
+    onnx.checker.check_model(str(path), full_check=True)
+    return "subpixel"
 
 
 def _real_inputs(
