@@ -16,6 +16,7 @@ positive image set minus that of a negative set).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -233,6 +234,15 @@ def sampling_factor(cov: np.ndarray) -> np.ndarray:
     except np.linalg.LinAlgError:
         w, v = np.linalg.eigh(cov)
         return v * np.sqrt(np.clip(w, 0.0, None))
+
+
+def concepts_digest(directory: Path) -> str | None:
+    """sha256 of DIRECTORY/concepts.json, None without one: what a reload compares to tell
+    whether a kept version's concepts must be read again."""
+    try:
+        return hashlib.sha256((directory / CONCEPTS_JSON).read_bytes()).hexdigest()
+    except OSError:
+        return None
 
 
 def load_concepts(spec: ModelSpec) -> Concepts | None:

@@ -7,13 +7,19 @@ from __future__ import annotations
 import math
 import os
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+if TYPE_CHECKING:  # the runtime imports onnxruntime: loaded only when options are built
+    from vaeserve.service.runtime import RuntimeOptions
+
 PROVIDER_NAMES = {"cuda": "CUDAExecutionProvider", "cpu": "CPUExecutionProvider"}
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
+Switch = Literal["auto", "on", "off"]
+ConvAlgoSearch = Literal["HEURISTIC", "EXHAUSTIVE", "DEFAULT"]
+ArenaExtendStrategy = Literal["kNextPowerOfTwo", "kSameAsRequested"]
 
 
 class Settings(BaseSettings):
@@ -108,6 +114,44 @@ class Settings(BaseSettings):
     """Check the repository for changes this often (seconds) and reload when it changed;
     0 = only on SIGHUP."""
 
+    cuda_device_id: int = Field(0, ge=0)
+    """CUDA device the sessions (and TensorRT) run on, as numbered by CUDA_VISIBLE_DEVICES."""
+
+    cudnn_conv_algo_search: ConvAlgoSearch = "HEURISTIC"
+    """How cuDNN picks convolution algorithms: HEURISTIC (no benchmarking, so a short start-up
+    and the same choice, hence the same bytes, on every replica with the same GPU), EXHAUSTIVE
+    (benchmarks each shape; may differ per replica) or DEFAULT."""
+
+    gpu_mem_limit_mb: int = Field(0, ge=0)
+    """Ceiling of the CUDA memory arena on the device, in MiB; 0 = no limit."""
+
+    arena_extend_strategy: ArenaExtendStrategy = "kNextPowerOfTwo"
+    """How the CUDA arena grows: kNextPowerOfTwo (fewer, larger allocations) or
+    kSameAsRequested (only what is asked for, for tight `gpu_mem_limit_mb`)."""
+
+    io_binding: Switch = "auto"
+    """Bind inputs and outputs to the sessions (one copy each way per run): auto = on where a GPU
+    provider is active, on, or off."""
+
+    buckets: Switch = "auto"
+    """Pad batches to powers of two up to `max_batch_size`, all warmed up before readiness, so no
+    request pays for a first run of its shape: auto = on where a GPU provider is active, on, off."""
+
+    fp16: bool = False
+    """Serve the float16 graph variants (written by `vaeserve export --fp16`); a model without
+    them fails to load."""
+
+    tensorrt: bool = False
+    """Put ONNX Runtime's TensorRT provider before CUDA (needs "cuda" in `providers`); if it does
+    not load, the log says so and CUDA or the CPU serves."""
+
+    tensorrt_cache_dir: Path | None = None
+    """Folder for TensorRT engine and timing caches, so engines are built once per shape and
+    survive restarts; unset: engines are rebuilt at every start."""
+
+    tensorrt_fp16: bool = False
+    """Let TensorRT use float16 kernels (with `tensorrt`)."""
+
     @field_validator("providers")
     @classmethod
     def _known_providers(cls, value: str) -> str:
@@ -120,15 +164,29 @@ class Settings(BaseSettings):
             )
         return ",".join(dict.fromkeys(names))
 
-    @field_validator("log_level", mode="before")
+    @field_validator("log_level", "cudnn_conv_algo_search", mode="before")
     @classmethod
     def _upper(cls, value: object) -> object:
         return value.upper() if isinstance(value, str) else value
+
+    @field_validator("io_binding", "buckets", mode="before")
+    @classmethod
+    def _lower(cls, value: object) -> object:
+        return value.lower() if isinstance(value, str) else value
 
     @model_validator(mode="after")
     def _gpu_requested(self) -> Settings:
         if self.require_gpu and "cuda" not in self.provider_list:
             raise ValueError("require_gpu needs 'cuda' in providers")
+        return self
+
+    @model_validator(mode="after")
+    def _tensorrt_complete(self) -> Settings:
+        # Refused rather than ignored: TensorRT is only ever tried in front of CUDA.
+        if self.tensorrt and "cuda" not in self.provider_list:
+            raise ValueError("tensorrt needs 'cuda' in providers (TensorRT runs in front of CUDA)")
+        if not self.tensorrt and (self.tensorrt_fp16 or self.tensorrt_cache_dir is not None):
+            raise ValueError("tensorrt_fp16 and tensorrt_cache_dir need tensorrt")
         return self
 
     @model_validator(mode="after")
@@ -155,6 +213,23 @@ class Settings(BaseSettings):
     def resolved_threads(self) -> int:
         """`threads`, or the CPUs this container may use when it is 0."""
         return self.threads or available_cpus()
+
+    def runtime_options(self) -> RuntimeOptions:
+        """The session-building options these settings ask for (what load_runtime takes)."""
+        from vaeserve.service.runtime import RuntimeOptions
+
+        return RuntimeOptions(
+            cuda_device_id=self.cuda_device_id,
+            cudnn_conv_algo_search=self.cudnn_conv_algo_search,
+            gpu_mem_limit_mb=self.gpu_mem_limit_mb,
+            arena_extend_strategy=self.arena_extend_strategy,
+            tensorrt=self.tensorrt,
+            tensorrt_cache_dir=str(self.tensorrt_cache_dir) if self.tensorrt_cache_dir else None,
+            tensorrt_fp16=self.tensorrt_fp16,
+            io_binding=self.io_binding,
+            buckets=self.buckets,
+            fp16=self.fp16,
+        )
 
 
 def available_cpus(cgroup_root: Path = Path("/sys/fs/cgroup")) -> int:

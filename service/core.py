@@ -19,7 +19,13 @@ import numpy as np
 
 from vaeserve.service import latent, rng
 from vaeserve.service.batching import Batcher, submit_all
-from vaeserve.service.concepts import Concepts, LabelStats, load_concepts, required
+from vaeserve.service.concepts import (
+    Concepts,
+    LabelStats,
+    concepts_digest,
+    load_concepts,
+    required,
+)
 from vaeserve.service.config import Settings
 from vaeserve.service.errors import InvalidInput, LimitExceeded, StartupError
 from vaeserve.service.formats import MESSAGE_OVERHEAD, OutputFormat, image_bytes
@@ -92,6 +98,7 @@ class LoadedModel:
     encoder: Batcher
     decoder: Batcher
     concepts: Concepts | None = None  # from concepts.json beside the graphs, when usable
+    concepts_sha256: str | None = None  # of the concepts.json read (None: there was none)
 
     @property
     def spec(self) -> ModelSpec:
@@ -127,11 +134,13 @@ class VaeCore:
             self.metrics.model.labels(spec.name, str(spec.version)).info(
                 {"providers": ",".join(runtime.providers), "threads": str(runtime.threads)}
             )
+        digest = concepts_digest(spec.directory)  # before reading: a later change is seen
         return LoadedModel(
             runtime,
             self._batcher(runtime, "encoder"),
             self._batcher(runtime, "decoder"),
             load_concepts(spec),
+            digest,
         )
 
     def install(
@@ -407,6 +416,7 @@ def load_runtimes(
     """Load, check and warm up each version (blocking). A version that cannot be loaded is
     skipped and reported as {directory: message}; only StartupError (--require-gpu) is fatal."""
     threads = settings.resolved_threads()
+    options = settings.runtime_options()
     use = settings.ort_providers
     runtimes: list[ModelRuntime] = []
     errors: dict[str, str] = {}
@@ -420,6 +430,7 @@ def load_runtimes(
                     require_gpu=settings.require_gpu,
                     warmup_batch=settings.max_batch_size,
                     use=use,
+                    options=options,
                 )
             )
             if runtimes[-1].gpu_fallback:  # no need to try CUDA again for the others

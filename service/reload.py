@@ -11,7 +11,9 @@ running finish on the sessions they started with. What goes wrong never costs wh
 - a served version is broken on disk now (corrupt graph, sha256 mismatch): it keeps serving
   from memory and is reported, result `partial` (`failed` when nothing else in the repository is
   servable, as the scan then fails; the version keeps serving all the same);
-- a version whose folder was removed stops being served.
+- a version whose folder was removed stops being served;
+- a kept version whose concepts.json was written, changed or removed gets its concepts read
+  again (its sessions are kept), reported in `concepts`, result `ok`.
 
 Each reload is one log line and one count in `vaeserve_reloads_total{result}`.
 """
@@ -23,6 +25,7 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from vaeserve.service.concepts import Concepts, concepts_digest, load_concepts
 from vaeserve.service.config import Settings
 from vaeserve.service.core import LoadedModel, VaeCore, load_runtimes
 from vaeserve.service.errors import StartupError
@@ -49,6 +52,7 @@ class ReloadResult:
     removed: list[str] = field(default_factory=list)
     errors: dict[str, str] = field(default_factory=dict)
     serving: list[str] = field(default_factory=list)
+    concepts: list[str] = field(default_factory=list)  # kept versions whose concepts were reread
 
 
 def fingerprint(root: Path) -> Fingerprint:
@@ -93,19 +97,23 @@ class Reloader:
         level = logging.ERROR if result.result == "failed" else logging.INFO
         log.log(
             level,
-            "reload (%s): %s; serving %s; added %s; removed %s; errors %s",
+            "reload (%s): %s; serving %s; added %s; removed %s; concepts reread %s; errors %s",
             reason,
             result.result,
             result.serving,
             result.added,
             result.removed,
+            result.concepts,
             result.errors,
         )
         return result
 
-    async def watch(self, interval_s: float) -> None:
-        """Poll the repository every `interval_s` seconds and reload when it changed."""
-        last = await asyncio.to_thread(fingerprint, self.root)
+    async def watch(self, interval_s: float, last: Fingerprint | None = None) -> None:
+        """Poll the repository every `interval_s` seconds and reload when it changed since `last`
+        (taken before the models were loaded, so a change made while they loaded is not missed;
+        None: now)."""
+        if last is None:
+            last = await asyncio.to_thread(fingerprint, self.root)
         while not self.closed:
             await asyncio.sleep(interval_s)
             now = await asyncio.to_thread(fingerprint, self.root)
@@ -139,6 +147,7 @@ class Reloader:
         except StartupError as exc:  # --require-gpu and the new sessions are on the CPU
             return ReloadResult("failed", errors={str(self.root): str(exc)}, serving=serving)
         errors.update(load_errors)
+        concepts = await asyncio.to_thread(_changed_concepts, kept)
         if self.closed:
             return ReloadResult("failed", errors={"server": "stopping"}, serving=serving)
         table = dict(kept)
@@ -153,13 +162,30 @@ class Reloader:
             if old.get(key) is not model:
                 model.encoder.start()
                 model.decoder.start()
+        for key, (loaded, digest) in concepts.items():  # same event-loop step as the swap
+            kept[key].concepts, kept[key].concepts_sha256 = loaded, digest
         self.core.install(_repository(self.root, table, errors), table)
         if self.metrics:
             self.metrics.report_model_errors(errors)
         added = [_label(k) for k in sorted(table) if old.get(k) is not table[k]]
         removed = [_label(k) for k in sorted(old) if k not in table]
-        outcome = "partial" if errors else "ok" if added or removed else "unchanged"
-        return ReloadResult(outcome, added, removed, errors, [_label(k) for k in sorted(table)])
+        reread = [_label(k) for k in sorted(concepts)]
+        outcome = "partial" if errors else "ok" if added or removed or reread else "unchanged"
+        serving = [_label(k) for k in sorted(table)]
+        return ReloadResult(outcome, added, removed, errors, serving, reread)
+
+
+def _changed_concepts(
+    kept: dict[Key, LoadedModel],
+) -> dict[Key, tuple[Concepts | None, str | None]]:
+    """Kept versions whose concepts.json is not the one read (new, rewritten or removed), with
+    their concepts read again: a kept version's sessions stay, but its concepts must not."""
+    changed: dict[Key, tuple[Concepts | None, str | None]] = {}
+    for key, model in kept.items():
+        digest = concepts_digest(model.spec.directory)
+        if digest != model.concepts_sha256:
+            changed[key] = (load_concepts(model.spec), digest)
+    return changed
 
 
 def _same(a: ModelSpec, b: ModelSpec) -> bool:

@@ -138,6 +138,7 @@ class ModelRuntime:
     requested: list[str]
     threads: int
     precision: str = "fp32"
+    tensorrt: bool = False  # asked for; whether it is active is in `providers`
 
     @property
     def gpu_fallback(self) -> bool:
@@ -249,7 +250,9 @@ def load_runtime(
         use = [p for p in use if p != CUDA]
     decoder = open_graph(spec, GRAPHS[1], use, threads, options)
     precision = "fp16" if options.fp16 else "fp32"
-    runtime = ModelRuntime(spec, encoder, decoder, providers, requested, threads, precision)
+    runtime = ModelRuntime(
+        spec, encoder, decoder, providers, requested, threads, precision, options.tensorrt
+    )
     where = f"{spec.name} v{spec.version}"
     if runtime.gpu_fallback:
         message = (

@@ -164,6 +164,16 @@ SERVE_FLAGS: dict[str, tuple[type | None, str]] = {
     "tls_client_ca": (Path, "PEM CA that client certificates must chain to (mutual TLS)"),
     "auth_token_file": (Path, "file with the bearer token VaeService calls must send"),
     "poll_repository_s": (float, "reload when the repository changes, checked every S seconds"),
+    "cuda_device_id": (int, "CUDA device the sessions run on (default 0)"),
+    "cudnn_conv_algo_search": (str, "HEURISTIC, EXHAUSTIVE or DEFAULT (default HEURISTIC)"),
+    "gpu_mem_limit_mb": (int, "CUDA memory arena ceiling in MiB; 0 = no limit (default 0)"),
+    "arena_extend_strategy": (str, "kNextPowerOfTwo or kSameAsRequested (default kNextPowerOfTwo)"),
+    "io_binding": (str, "bind inputs/outputs to the sessions: auto (on with a GPU), on or off"),
+    "buckets": (str, "pad batches to warmed-up power-of-two sizes: auto (on with a GPU), on, off"),
+    "fp16": (None, "serve the float16 graph variants written by `vaeserve export --fp16`"),
+    "tensorrt": (None, "try the TensorRT provider before CUDA (needs cuda in --providers)"),
+    "tensorrt_cache_dir": (Path, "folder for TensorRT engine and timing caches"),
+    "tensorrt_fp16": (None, "let TensorRT use float16 kernels (with --tensorrt)"),
 }
 
 

@@ -226,4 +226,8 @@ def model_info(core: VaeCore, model: LoadedModel) -> pb.GetModelInfoResponse:
         server_version=__version__,
         onnxruntime_version=onnxruntime.__version__,
         metadata_json=core.metadata_json(model),
+        precision=runtime.precision,
+        io_binding=runtime.decoder.io_binding,
+        batch_buckets=runtime.decoder.buckets or [],
+        tensorrt_requested=runtime.tensorrt,
     )

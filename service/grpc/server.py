@@ -29,7 +29,8 @@ from vaeserve.service.grpc.interceptors import ServerState, ServiceInterceptor
 from vaeserve.service.grpc.servicers import VaeServicer
 from vaeserve.service.grpc.tls import server_credentials
 from vaeserve.service.metrics import Metrics
-from vaeserve.service.reload import Reloader, ReloadResult
+from vaeserve.service.reload import Reloader, ReloadResult, fingerprint
+from vaeserve.service.repository import bundled_repository
 from vaeserve.v1 import vae_pb2, vae_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -116,6 +117,10 @@ class VaeServer:
                 self._metrics_http, self.metrics_port = self.metrics.serve_http(
                     http_host(s.host), s.metrics_port
                 )
+            baseline = None
+            if s.poll_repository_s > 0:  # before the scan: a change while loading is seen
+                root = Path(s.repository or bundled_repository())
+                baseline = await asyncio.to_thread(fingerprint, root)
             core = await asyncio.to_thread(VaeCore.load, s, self.metrics)
         except BaseException:
             await self._teardown(grace=0)
@@ -129,7 +134,7 @@ class VaeServer:
         self.reloader = Reloader(core, s, self.metrics)
         self.metrics.report_model_errors(core.repository.errors)
         if s.poll_repository_s > 0:
-            self._watch = asyncio.ensure_future(self.reloader.watch(s.poll_repository_s))
+            self._watch = asyncio.ensure_future(self.reloader.watch(s.poll_repository_s, baseline))
         self.state.ready = True
         self.metrics.ready.set(1)
         await self.health.set(READINESS, SERVING)

@@ -154,6 +154,42 @@ def test_reload_adds_changes_and_removes_versions(tmp_path, versions, refs):
     assert metrics["vaeserve_model_errors"] == 0
 
 
+def test_reload_rereads_the_concepts_of_a_kept_version(tmp_path, versions, refs):
+    from vaeserve.export.concepts import build_concepts
+    from vaeserve.training.synthetic import make_shapes
+
+    images, labels = make_shapes(150, height=12, width=12, seed=5)
+    np.savez_compressed(tmp_path / "labelled.npz", x_train=images, y_train=labels)
+    np.savez_compressed(tmp_path / "h.npz", images=images[labels == 0])
+    np.savez_compressed(tmp_path / "v.npz", images=images[labels == 1])
+    root = repository(tmp_path, versions, tiny_1="a")
+    folder = root / "tiny" / "1"
+    with running_server(root) as srv, grpc.insecure_channel(srv.target) as channel:
+        stub = vae_pb2_grpc.VaeServiceStub(channel)
+
+        def listed() -> list[str]:
+            reply = stub.ListConcepts(pb.ListConceptsRequest(), timeout=10)
+            return sorted(v.name for v in reply.vectors if v.kind != "difference")
+
+        assert listed() == []
+        runtime = srv.server.core.models[("tiny", 1)].runtime
+        build_concepts(folder, data=tmp_path / "labelled.npz")  # new beside a served version
+        result = reload(srv, "ok")
+        assert (result.concepts, result.added, result.removed) == (["tiny v1"], [], [])
+        assert listed() == ["label:0", "label:1", "label:2", "label:3", "label:4"]
+        reload(srv, "unchanged")
+
+        build_concepts(folder, vectors={"bars": (tmp_path / "h.npz", tmp_path / "v.npz")})
+        assert reload(srv, "ok").concepts == ["tiny v1"]  # changed: a user vector added
+        assert "bars" in listed()
+
+        (folder / "concepts.json").unlink()  # removed: nothing listed any more
+        assert reload(srv, "ok").concepts == ["tiny v1"]
+        assert listed() == []
+        assert srv.server.core.models[("tiny", 1)].runtime is runtime  # the sessions were kept
+        assert serves(stub, refs["a"]) == 1
+
+
 def test_failed_reloads_keep_the_old_models_serving(tmp_path, versions, refs):
     root = repository(tmp_path, versions, tiny_1="a")
     with running_server(root) as srv, grpc.insecure_channel(srv.target) as channel:

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
 
-from vaeserve.cli import SERVE_FLAGS, build_parser
+from vaeserve.cli import SERVE_FLAGS, build_parser, main
 from vaeserve.service.config import Settings, _cgroup_quota, available_cpus
+from vaeserve.service.runtime import RuntimeOptions
 
 # The contract with deploy/k8s: these names and defaults must not change.
 CONTRACT = {
@@ -132,3 +134,112 @@ def test_docs_list_every_setting():
     docs = (Path(__file__).resolve().parents[2] / "docs" / "service.md").read_text()
     missing = [n for n in Settings.model_fields if f"VAESERVE_{n.upper()}" not in docs]
     assert not missing, f"docs/service.md lacks {missing}"
+
+
+# --- the GPU path's options: settings -> RuntimeOptions -> load_runtime ----------------------
+
+RUNTIME_ENV = {
+    "VAESERVE_CUDA_DEVICE_ID": "1",
+    "VAESERVE_CUDNN_CONV_ALGO_SEARCH": "exhaustive",
+    "VAESERVE_GPU_MEM_LIMIT_MB": "512",
+    "VAESERVE_ARENA_EXTEND_STRATEGY": "kSameAsRequested",
+    "VAESERVE_IO_BINDING": "ON",
+    "VAESERVE_BUCKETS": "off",
+    "VAESERVE_FP16": "true",
+    "VAESERVE_TENSORRT": "1",
+    "VAESERVE_TENSORRT_FP16": "yes",
+}
+
+
+def test_runtime_defaults_are_the_runtimes_defaults():
+    # Two places hold defaults (Settings for the server, RuntimeOptions for load_runtime's other
+    # callers): they must agree, or the docs' single default column would be wrong for one.
+    assert Settings().runtime_options() == RuntimeOptions()
+
+
+def test_runtime_options_from_the_environment(monkeypatch, tmp_path):
+    for name, value in {**RUNTIME_ENV, "VAESERVE_TENSORRT_CACHE_DIR": str(tmp_path)}.items():
+        monkeypatch.setenv(name, value)
+    assert Settings().runtime_options() == RuntimeOptions(
+        cuda_device_id=1,
+        cudnn_conv_algo_search="EXHAUSTIVE",
+        gpu_mem_limit_mb=512,
+        arena_extend_strategy="kSameAsRequested",
+        tensorrt=True,
+        tensorrt_cache_dir=str(tmp_path),
+        tensorrt_fp16=True,
+        io_binding="on",
+        buckets="off",
+        fp16=True,
+    )
+
+
+def test_runtime_flags_override_the_environment(monkeypatch, tmp_path):
+    for name, value in RUNTIME_ENV.items():
+        monkeypatch.setenv(name, value)
+    args = build_parser().parse_args(
+        [
+            "serve", "--cuda-device-id", "2", "--cudnn-conv-algo-search", "DEFAULT",
+            "--gpu-mem-limit-mb", "0", "--arena-extend-strategy", "kNextPowerOfTwo",
+            "--io-binding", "off", "--buckets", "on", "--no-fp16", "--tensorrt-cache-dir",
+            str(tmp_path), "--no-tensorrt-fp16",
+        ]
+    )  # fmt: skip
+    given = {n: getattr(args, f"serve_{n}") for n in SERVE_FLAGS}
+    options = Settings(**{k: v for k, v in given.items() if v is not None}).runtime_options()
+    assert options == RuntimeOptions(
+        cuda_device_id=2,
+        cudnn_conv_algo_search="DEFAULT",
+        arena_extend_strategy="kNextPowerOfTwo",
+        tensorrt=True,  # from the environment: not overridden
+        tensorrt_cache_dir=str(tmp_path),
+        io_binding="off",
+        buckets="on",
+    )
+    assert options.tensorrt_options()["trt_engine_cache_path"] == str(tmp_path)
+    assert options.cuda_options() == {
+        "device_id": "2",
+        "cudnn_conv_algo_search": "DEFAULT",
+        "arena_extend_strategy": "kNextPowerOfTwo",
+    }
+
+
+@pytest.mark.parametrize(
+    ("bad", "message"),
+    [
+        ({"io_binding": "sometimes"}, "io_binding\n  Input should be 'auto', 'on' or 'off'"),
+        ({"buckets": True}, "buckets\n  Input should be 'auto', 'on' or 'off'"),
+        ({"cudnn_conv_algo_search": "fast"}, "'HEURISTIC', 'EXHAUSTIVE' or 'DEFAULT'"),
+        ({"arena_extend_strategy": "double"}, "'kNextPowerOfTwo' or 'kSameAsRequested'"),
+        ({"cuda_device_id": -1}, "cuda_device_id\n  Input should be greater than or equal to 0"),
+        ({"gpu_mem_limit_mb": -5}, "gpu_mem_limit_mb\n  Input should be greater than or equal"),
+        ({"fp16": "half"}, "fp16\n  Input should be a valid boolean"),
+        ({"tensorrt": True, "providers": "cpu"}, "tensorrt needs 'cuda' in providers"),
+        ({"tensorrt_fp16": True}, "tensorrt_fp16 and tensorrt_cache_dir need tensorrt"),
+        ({"tensorrt_cache_dir": "/tmp/trt"}, "tensorrt_fp16 and tensorrt_cache_dir need tensorrt"),
+    ],
+)
+def test_bad_runtime_options_are_refused_with_a_clear_message(bad, message):
+    with pytest.raises(ValidationError) as err:
+        Settings(**bad)
+    assert message in str(err.value)
+
+
+def test_bad_runtime_flag_is_a_usage_error_naming_the_setting(capsys):
+    assert main(["serve", "--io-binding", "sometimes", "--providers", "cpu"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err == (
+        "vaeserve serve: error: bad settings (flags or VAESERVE_* variables): "
+        "io_binding: Input should be 'auto', 'on' or 'off'"
+    )
+
+
+def test_gpu_docs_name_only_real_flags_and_variables():
+    # docs/gpu.md documents serve flags and VAESERVE_* variables: each must exist.
+    docs = (Path(__file__).resolve().parents[2] / "docs" / "gpu.md").read_text()
+    named = re.findall(r"`--([a-z0-9-]+)", docs)
+    flags = {f.removeprefix("no-").replace("-", "_") for f in named if f != "no-"}
+    variables = {v.lower() for v in re.findall(r"VAESERVE_([A-Z0-9_]+)", docs)}
+    assert flags >= {"cuda_device_id", "io_binding", "buckets", "fp16", "tensorrt_cache_dir"}
+    assert flags <= set(SERVE_FLAGS), flags - set(SERVE_FLAGS)
+    assert variables <= set(Settings.model_fields), variables - set(Settings.model_fields)

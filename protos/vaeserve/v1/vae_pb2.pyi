@@ -175,7 +175,7 @@ class ModelVersion(_message.Message):
     def __init__(self, name: _Optional[str] = ..., version: _Optional[int] = ...) -> None: ...
 
 class GetModelInfoResponse(_message.Message):
-    __slots__ = ("name", "version", "latent_dim", "image_shape", "encoder_sha256", "decoder_sha256", "providers", "requested_providers", "gpu_fallback", "threads", "limits", "models", "server_version", "onnxruntime_version", "metadata_json")
+    __slots__ = ("name", "version", "latent_dim", "image_shape", "encoder_sha256", "decoder_sha256", "providers", "requested_providers", "gpu_fallback", "threads", "limits", "models", "server_version", "onnxruntime_version", "metadata_json", "precision", "io_binding", "batch_buckets", "tensorrt_requested")
     NAME_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     LATENT_DIM_FIELD_NUMBER: _ClassVar[int]
@@ -191,6 +191,10 @@ class GetModelInfoResponse(_message.Message):
     SERVER_VERSION_FIELD_NUMBER: _ClassVar[int]
     ONNXRUNTIME_VERSION_FIELD_NUMBER: _ClassVar[int]
     METADATA_JSON_FIELD_NUMBER: _ClassVar[int]
+    PRECISION_FIELD_NUMBER: _ClassVar[int]
+    IO_BINDING_FIELD_NUMBER: _ClassVar[int]
+    BATCH_BUCKETS_FIELD_NUMBER: _ClassVar[int]
+    TENSORRT_REQUESTED_FIELD_NUMBER: _ClassVar[int]
     name: str
     version: int
     latent_dim: int
@@ -206,7 +210,11 @@ class GetModelInfoResponse(_message.Message):
     server_version: str
     onnxruntime_version: str
     metadata_json: str
-    def __init__(self, name: _Optional[str] = ..., version: _Optional[int] = ..., latent_dim: _Optional[int] = ..., image_shape: _Optional[_Iterable[int]] = ..., encoder_sha256: _Optional[str] = ..., decoder_sha256: _Optional[str] = ..., providers: _Optional[_Iterable[str]] = ..., requested_providers: _Optional[_Iterable[str]] = ..., gpu_fallback: _Optional[bool] = ..., threads: _Optional[int] = ..., limits: _Optional[_Union[Limits, _Mapping]] = ..., models: _Optional[_Iterable[_Union[ModelVersion, _Mapping]]] = ..., server_version: _Optional[str] = ..., onnxruntime_version: _Optional[str] = ..., metadata_json: _Optional[str] = ...) -> None: ...
+    precision: str
+    io_binding: bool
+    batch_buckets: _containers.RepeatedScalarFieldContainer[int]
+    tensorrt_requested: bool
+    def __init__(self, name: _Optional[str] = ..., version: _Optional[int] = ..., latent_dim: _Optional[int] = ..., image_shape: _Optional[_Iterable[int]] = ..., encoder_sha256: _Optional[str] = ..., decoder_sha256: _Optional[str] = ..., providers: _Optional[_Iterable[str]] = ..., requested_providers: _Optional[_Iterable[str]] = ..., gpu_fallback: _Optional[bool] = ..., threads: _Optional[int] = ..., limits: _Optional[_Union[Limits, _Mapping]] = ..., models: _Optional[_Iterable[_Union[ModelVersion, _Mapping]]] = ..., server_version: _Optional[str] = ..., onnxruntime_version: _Optional[str] = ..., metadata_json: _Optional[str] = ..., precision: _Optional[str] = ..., io_binding: _Optional[bool] = ..., batch_buckets: _Optional[_Iterable[int]] = ..., tensorrt_requested: _Optional[bool] = ...) -> None: ...
 
 class InterpolateRequest(_message.Message):
     __slots__ = ("model", "version", "start_latent", "start_image", "end_latent", "end_image", "steps", "method", "format")
