@@ -23,34 +23,45 @@ def _k(d: dict[Any, Any], key: int) -> Any:
 def targets(r: dict[str, Any]) -> list[tuple[str, str, bool]]:
     """(target, measured, met) rows."""
     rows = []
+    pairs = r.get("paired_service_fraction", {})
     for method, graph in (("decode", "decoder"), ("encode", "encoder")):
         svc = _k(r["single_client"][method], 256)["images_per_s"]
         lim = _k(r["onnxruntime"][graph], 256)
+        measured = f"tables: {svc:,.0f} / {lim:,.0f} img/s = {svc / lim:.0%}"
         frac = svc / lim
+        if method in pairs:  # alternating rounds: the drift of the machine cancels out
+            frac = pairs[method]["median_ratio"]
+            rounds = ", ".join(f"{x['ratio']:.0%}" for x in pairs[method]["rounds"])
+            measured = f"**{frac:.0%}** paired (median of rounds {rounds}); {measured}"
         rows.append(
             (
                 f"{method.title()} batch 256 via service ≥ 85% of in-process ORT",
-                f"{svc:,.0f} / {lim:,.0f} img/s = {frac:.0%}",
+                measured,
                 frac >= TARGETS["service_fraction"],
             )
         )
     on = _k(r["concurrency"]["batching_on"], 64)
     off = _k(r["concurrency"]["batching_off"], 64)
-    gain = on["images_per_s"] / off["images_per_s"]
+    gain, p99 = on["images_per_s"] / off["images_per_s"], on["p99_ms"]
+    measured = (
+        f"sweeps: {on['images_per_s']:,.0f} vs {off['images_per_s']:,.0f} img/s = {gain:.2f}×"
+    )
+    measured_p99 = f"sweep: {p99:.1f} ms"
+    if "paired_batching_gain" in r:
+        pg = r["paired_batching_gain"]
+        gain, p99 = pg["median_gain"], pg["median_on_p99_ms"]
+        rounds = ", ".join(f"{x['gain']:.2f}×" for x in pg["rounds"])
+        measured = f"**{gain:.2f}×** paired (median of rounds {rounds}); {measured}"
+        p99s = ", ".join(f"{x['on_p99_ms']:.1f}" for x in pg["rounds"])
+        measured_p99 = f"**{p99:.1f} ms** paired (rounds {p99s}); {measured_p99}"
     rows.append(
         (
             "64 concurrent batch-1 Decode: batching ≥ 3× without",
-            f"{on['images_per_s']:,.0f} vs {off['images_per_s']:,.0f} img/s = {gain:.2f}×",
+            measured,
             gain >= TARGETS["batching_gain"],
         )
     )
-    rows.append(
-        (
-            "… and p99 latency < 50 ms (batching on)",
-            f"{on['p99_ms']:.1f} ms",
-            on["p99_ms"] < TARGETS["p99_ms"],
-        )
-    )
+    rows.append(("… and p99 latency < 50 ms (batching on)", measured_p99, p99 < TARGETS["p99_ms"]))
     st = r["startup"]
     rows.append(
         (
@@ -160,7 +171,13 @@ def markdown(r: dict[str, Any], plot_paths: list[Path], doc_dir: Path) -> str:
         "(in-process) or totals over a timed window (service).",
         "",
         "What the figures mean, what was changed because of them (with before/after figures) "
-        "and why two targets are missed: [performance-analysis.md](performance-analysis.md).",
+        "and why targets are missed: [performance-analysis.md](performance-analysis.md).",
+        "",
+        "The service and batching ratios are judged on *paired* rounds (`benchmarks/paired.py`): "
+        "each round measures one side of the ratio and then the other within seconds, and the "
+        "median of the per-round ratios is reported, because the speed of this virtual "
+        "machine's cores drifts by 15-30% over the minutes between the tables below. The ratio "
+        "of the table entries is shown beside it.",
         "",
         "## Targets",
         "",

@@ -14,7 +14,7 @@ from typing import Any
 
 import onnxruntime as ort
 
-from benchmarks import inprocess, report, scenarios, server
+from benchmarks import inprocess, paired, report, scenarios, server
 from benchmarks.server import start_server
 from vaeserve import __version__
 from vaeserve.service.config import PROVIDER_NAMES, available_cpus
@@ -92,12 +92,18 @@ def main() -> None:
         results["payload_bytes_per_image"] = scenarios.payload_bytes(srv.target)
         results["single_client"] = scenarios.single_client(srv, batches, seconds)
         results["rss_under_load_mb"] = srv.rss_mb()
+        results["paired_service_fraction"] = paired.service_fraction(
+            srv.target, spec, threads, ort_providers, rounds=2 if quick else 5, seconds=seconds
+        )
     finally:
         srv.stop()
     results["concurrency"] = {
         "batching_on": scenarios.concurrency_sweep(levels, seconds, ()),
         "batching_off": scenarios.concurrency_sweep(levels, seconds, ("--max-batch-size", "1")),
     }
+    results["paired_batching_gain"] = paired.batching_gain(
+        clients=64, rounds=2 if quick else 4, seconds=seconds
+    )
     results["seconds"] = time.perf_counter() - started
     results["command"] = "make bench" + (" BENCH_ARGS=--quick" if quick else "")
 
