@@ -631,8 +631,7 @@ def build_parser() -> argparse.ArgumentParser:
     stop.add_argument("--to-image", metavar="IMAGE", help="end image: FILE.png, or DATASET#INDEX")
     p.add_argument("--steps", type=int, default=10, help="points, both ends included (>= 2)")
     p.add_argument("--method", choices=["linear", "spherical"], default="linear")
-    p.add_argument("--out", type=Path, required=True, help="PNG file")
-    p.add_argument("--scale", type=int, default=1, help="enlarge the picture this many times")
+    _picture_flags(p)
     _client_flags(p)
     p.set_defaults(func=_interpolate)
 
@@ -647,8 +646,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--alphas", nargs="+", type=float, default=[-2, -1, 0, 1, 2], help="strengths, e.g. -1 0 1"
     )
-    p.add_argument("--out", type=Path, required=True, help="PNG file")
-    p.add_argument("--scale", type=int, default=1, help="enlarge the picture this many times")
+    _picture_flags(p)
     _client_flags(p)
     p.set_defaults(func=_edit)
 
@@ -670,8 +668,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="a latent (all L values) giving the other dimensions' values; default all 0",
     )
-    p.add_argument("--out", type=Path, required=True, help="PNG file")
-    p.add_argument("--scale", type=int, default=1, help="enlarge the picture this many times")
+    _picture_flags(p)
     _client_flags(p)
     p.set_defaults(func=_latent_map)
 
@@ -688,8 +685,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--all-labels", action="store_true", help="a row for every label")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--temperature", type=float, default=1.0, help="spread scale")
-    p.add_argument("--out", type=Path, required=True, help="PNG file")
-    p.add_argument("--scale", type=int, default=1, help="enlarge the picture this many times")
+    _picture_flags(p)
     _client_flags(p)
     p.set_defaults(func=_sample)
 
@@ -700,6 +696,12 @@ def build_parser() -> argparse.ArgumentParser:
     _client_flags(p)
     p.set_defaults(func=_list_concepts)
     return parser
+
+
+def _picture_flags(p: argparse.ArgumentParser) -> None:
+    """--out and --scale of the subcommands that write one picture."""
+    p.add_argument("--out", type=Path, required=True, help="PNG file")
+    p.add_argument("--scale", type=int, default=1, help="enlarge the picture this many times")
 
 
 def _client_flags(p: argparse.ArgumentParser, *, target: bool = True) -> None:
