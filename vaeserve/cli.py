@@ -431,7 +431,12 @@ def _image_size(text: str) -> tuple[int, int]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="vaeserve", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="vaeserve",
+        description="Train a convolutional VAE, export it as two ONNX graphs, serve them over "
+        "gRPC on ONNX Runtime, and work with a running server (generate, latent space). "
+        "`vaeserve COMMAND --help` for each command.",
+    )
     parser.add_argument("--version", action="version", version=f"vaeserve {__version__}")
     parser.add_argument(
         "--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"]
