@@ -7,6 +7,7 @@ describe the latent space clients will edit. The format is `vaeserve.service.con
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 from datetime import datetime, timezone
@@ -14,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import onnxruntime as ort
 
 from vaeserve.export.onnx_eval import cpu_session, run_batched
 from vaeserve.service.concepts import (
@@ -35,9 +37,16 @@ class ConceptBuildError(ValueError):
     """The concepts cannot be built as asked (no labels, wrong image size, bad name)."""
 
 
+@functools.lru_cache(maxsize=4)
+def _encoder(path: Path, sha256: str) -> ort.InferenceSession:
+    """One session per encoder file and digest: a build encodes the dataset and every image set
+    of --from-images with it."""
+    return cpu_session(path)
+
+
 def encode(spec: ModelSpec, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Posterior means and log-variances of uint8 NCHW images, by the version's encoder.onnx."""
-    session = cpu_session(spec.graph_path("encoder"))
+    session = _encoder(spec.graph_path("encoder"), spec.sha256("encoder"))
     z_mean, z_log_var = run_batched(session, to_float(images), batch=512)
     return z_mean, z_log_var
 

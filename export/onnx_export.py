@@ -235,7 +235,12 @@ def _subpixel_decoder(path: Path) -> str:
     if not rewrite_decoder(proto):
         return "none"
     onnx.save(proto, str(path))
-    onnx.checker.check_model(str(path), full_check=True)
+    try:
+        onnx.checker.check_model(str(path), full_check=True)
+    except onnx.checker.ValidationError as exc:
+        raise ExportError(
+            f"{path.name}: onnx.checker rejected the sub-pixel decoder: {exc}"
+        ) from None
     return "subpixel"
 
 

@@ -206,37 +206,21 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _generate(args: argparse.Namespace) -> int:
-    with needs_extra("serve", "generate"):
-        import grpc
-
-        from vaeserve.service.client import VaeClient
+    with needs_extra("serve", "generate"), _client(args) as client:
         from vaeserve.service.client.generate import generate
 
-        client = VaeClient(
-            args.target,
-            model=args.model,
-            version=args.version,
-            timeout=args.timeout,
-            **_client_security(args),
+        result = generate(
+            client,
+            args.out,
+            args.n,
+            seed=args.seed,
+            temperature=args.temperature,
+            grid=args.grid,
+            grid_max=args.grid_max,
+            chunk_size=args.chunk_size,
+            progress=not args.quiet,
+            concept=args.concept,
         )
-        try:
-            result = generate(
-                client,
-                args.out,
-                args.n,
-                seed=args.seed,
-                temperature=args.temperature,
-                grid=args.grid,
-                grid_max=args.grid_max,
-                chunk_size=args.chunk_size,
-                progress=not args.quiet,
-                concept=args.concept,
-            )
-        except grpc.RpcError as exc:  # the server said no, or could not be reached
-            print(f"vaeserve generate: {exc.code().name}: {exc.details()}", file=sys.stderr)
-            return 1
-        finally:
-            client.close()
     summary = {
         "out": str(result.out),
         "written": result.written,
@@ -345,12 +329,15 @@ def _edit(args: argparse.Namespace) -> int:
 
 def _latent_map(args: argparse.Namespace) -> int:
     with needs_extra("serve", "latent-map"), _client(args) as client:
+        from PIL import Image
+
         from vaeserve.imaging import to_pil
 
         (i, j), point = args.dims, args.point
         picture = to_pil(client.latent_map(dims=(i, j), grid=args.grid, point=point))
         if args.scale > 1:
-            picture = picture.resize((picture.width * args.scale, picture.height * args.scale))
+            size = (picture.width * args.scale, picture.height * args.scale)
+            picture = picture.resize(size, Image.Resampling.NEAREST)  # pixels stay sharp
         args.out.parent.mkdir(parents=True, exist_ok=True)
         picture.save(args.out)
     print(json.dumps({"out": str(args.out), "grid": args.grid, "dims": [i, j], "point": point}))
