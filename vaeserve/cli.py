@@ -16,6 +16,7 @@ from vaeserve import __version__
 
 if TYPE_CHECKING:
     from vaeserve.service.client import VaeClient
+    from vaeserve.service.config import Settings
 
 # Top-level modules each extra provides; a ModuleNotFoundError for one of them means "install it".
 EXTRA_MODULES = {
@@ -177,19 +178,25 @@ SERVE_FLAGS: dict[str, tuple[type | None, str]] = {
 }
 
 
+def settings_from_args(args: argparse.Namespace) -> Settings:
+    """The server's settings: the flags given, over VAESERVE_* variables, over the defaults."""
+    from vaeserve.service.config import Settings
+
+    given = {name: getattr(args, f"serve_{name}") for name in SERVE_FLAGS}
+    return Settings(**{k: v for k, v in given.items() if v is not None})
+
+
 def _serve(args: argparse.Namespace) -> int:
     with needs_extra("serve", "serve"):
         import asyncio
 
         from pydantic import ValidationError
 
-        from vaeserve.service.config import Settings
         from vaeserve.service.errors import StartupError
         from vaeserve.service.grpc.server import serve
 
-        given = {name: getattr(args, f"serve_{name}") for name in SERVE_FLAGS}
         try:
-            settings = Settings(**{k: v for k, v in given.items() if v is not None})
+            settings = settings_from_args(args)
         except ValidationError as exc:
             problems = "; ".join(
                 f"{'.'.join(str(p) for p in e['loc']) or 'settings'}: {e['msg']}"

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from vaeserve.cli import SERVE_FLAGS, build_parser, main
+from vaeserve.cli import SERVE_FLAGS, build_parser, main, settings_from_args
 from vaeserve.service.config import Settings, _cgroup_quota, available_cpus
 from vaeserve.service.runtime import RuntimeOptions
 
@@ -64,8 +64,7 @@ def test_flags_override_environment(monkeypatch):
     monkeypatch.setenv("VAESERVE_PORT", "9100")
     monkeypatch.setenv("VAESERVE_MAX_BATCH_SIZE", "8")
     args = build_parser().parse_args(["serve", "--port", "9200"])
-    given = {n: getattr(args, f"serve_{n}") for n in SERVE_FLAGS}
-    s = Settings(**{k: v for k, v in given.items() if v is not None})
+    s = settings_from_args(args)
     assert s.port == 9200 and s.max_batch_size == 8
 
 
@@ -185,8 +184,7 @@ def test_runtime_flags_override_the_environment(monkeypatch, tmp_path):
             str(tmp_path), "--no-tensorrt-fp16",
         ]
     )  # fmt: skip
-    given = {n: getattr(args, f"serve_{n}") for n in SERVE_FLAGS}
-    options = Settings(**{k: v for k, v in given.items() if v is not None}).runtime_options()
+    options = settings_from_args(args).runtime_options()
     assert options == RuntimeOptions(
         cuda_device_id=2,
         cudnn_conv_algo_search="DEFAULT",
