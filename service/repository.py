@@ -102,7 +102,12 @@ def read_model(directory: Path, *, verify_checksums: bool = True) -> ModelSpec:
             f"{directory.parent.name}/{directory.name}"
         )
     spec = ModelSpec(name, version, directory, latent_dim, image_shape, meta)
-    _check_signature_consistency(spec, meta_path)
+    try:
+        _check_signature_consistency(spec, meta_path)
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:  # e.g. "inputs": [1]
+        if isinstance(exc, RepositoryError):
+            raise
+        raise RepositoryError(f"{meta_path}: malformed graph signature ({exc!r})") from None
     for graph in GRAPHS:
         path = spec.graph_path(graph)
         if not path.is_file():

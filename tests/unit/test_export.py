@@ -143,6 +143,16 @@ def test_model_json_with_mismatched_latent_sizes(repo):
         read_model(repo / "tiny" / "1")
 
 
+@pytest.mark.parametrize("inputs", [[1], [{"name": "z"}], "z", [{"shape": None}]])
+def test_model_json_with_malformed_signatures_is_a_repository_error(repo, inputs):
+    path = repo / "tiny" / "1" / "model.json"
+    meta = json.loads(path.read_text())
+    meta["graphs"]["encoder"]["inputs"] = inputs
+    path.write_text(json.dumps(meta))
+    with pytest.raises(RepositoryError, match=r"model\.json: "):
+        read_model(repo / "tiny" / "1")
+
+
 def test_graph_with_another_latent_size_fails_io_check(repo, tmp_path):
     """A decoder swapped in from a latent-5 model (checksum updated) fails on its signature."""
     other = tmp_path / "other"
