@@ -81,6 +81,8 @@ class Batcher:
         chunk); that restarts the worker, so nothing in flight fails."""
         self._retired = True
         self._arrived.set()
+        if self.metrics:  # its replacement has the same labels and owns the gauge from now on
+            self.metrics.queue_depth.labels(*self.labels).set(0)
 
     async def stop(self) -> None:
         """Stop taking work; pieces still queued get Unavailable."""
@@ -218,7 +220,7 @@ class Batcher:
             m.queue_time.labels(*labels).observe(started - piece.enqueued)
 
     def _set_depth(self) -> None:
-        if self.metrics:
+        if self.metrics and not self._retired:
             self.metrics.queue_depth.labels(*self.labels).set(len(self._queue))
 
 

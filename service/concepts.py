@@ -245,6 +245,16 @@ def concepts_digest(directory: Path) -> str | None:
         return None
 
 
+ConceptsRead = tuple[Concepts | None, str | None]  # (concepts, sha256 of the file read)
+
+
+def read_concepts(spec: ModelSpec) -> ConceptsRead:
+    """The version's concepts and the digest of its concepts.json (blocking file I/O: call it
+    off the event loop). The digest is taken first, so a change made meanwhile is seen later."""
+    digest = concepts_digest(spec.directory)
+    return load_concepts(spec), digest
+
+
 def load_concepts(spec: ModelSpec) -> Concepts | None:
     """The version's concepts.json, or None when there is none or it cannot be used (logged)."""
     path = spec.directory / CONCEPTS_JSON

@@ -10,7 +10,7 @@ import asyncio
 import json
 import logging
 import weakref
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,13 +19,7 @@ import numpy as np
 
 from vaeserve.service import latent, rng
 from vaeserve.service.batching import Batcher, submit_all
-from vaeserve.service.concepts import (
-    Concepts,
-    LabelStats,
-    concepts_digest,
-    load_concepts,
-    required,
-)
+from vaeserve.service.concepts import Concepts, ConceptsRead, LabelStats, read_concepts, required
 from vaeserve.service.config import Settings
 from vaeserve.service.errors import InvalidInput, LimitExceeded, StartupError
 from vaeserve.service.formats import MESSAGE_OVERHEAD, OutputFormat, image_bytes
@@ -124,29 +118,29 @@ class VaeCore:
         )
         self.models: dict[tuple[str, int], LoadedModel] = {}
         self._retired: weakref.WeakSet[Batcher] = weakref.WeakSet()
-        for runtime in runtimes:
-            self.models[(runtime.spec.name, runtime.spec.version)] = self.new_model(runtime)
+        for runtime in runtimes:  # VaeCore.load runs in a worker thread: the file reads are too
+            key = (runtime.spec.name, runtime.spec.version)
+            self.models[key] = self.new_model(runtime, read_concepts(runtime.spec))
 
-    def new_model(self, runtime: ModelRuntime) -> LoadedModel:
-        """A loaded runtime behind its two batchers (not started yet), reported in metrics."""
+    def new_model(self, runtime: ModelRuntime, concepts: ConceptsRead) -> LoadedModel:
+        """A loaded runtime and its concepts (`read_concepts`, read off the event loop) behind
+        its two batchers (not started yet), reported in metrics."""
         spec = runtime.spec
         if self.metrics:
             self.metrics.model.labels(spec.name, str(spec.version)).info(
                 {"providers": ",".join(runtime.providers), "threads": str(runtime.threads)}
             )
-        digest = concepts_digest(spec.directory)  # before reading: a later change is seen
         return LoadedModel(
             runtime,
             self._batcher(runtime, "encoder"),
             self._batcher(runtime, "decoder"),
-            load_concepts(spec),
-            digest,
+            *concepts,
         )
 
     def install(
         self, repository: ModelRepository, models: dict[tuple[str, int], LoadedModel]
-    ) -> list[LoadedModel]:
-        """Serve `models` from now on; returns those no longer served, whose batchers are retired.
+    ) -> None:
+        """Serve `models` from now on; the batchers of those no longer served are retired.
 
         One synchronous step on the event loop: each request resolves against the old table or
         the new one, never a mix. A request already holding a retired model finishes on it (a
@@ -160,7 +154,6 @@ class VaeCore:
                 self._retired.add(batcher)
             if self.metrics and (model.spec.name, model.spec.version) not in models:
                 self.metrics.model.remove(model.spec.name, str(model.spec.version))
-        return gone
 
     def _batcher(self, runtime: ModelRuntime, graph: str) -> Batcher:
         session = runtime.encoder if graph == "encoder" else runtime.decoder
@@ -411,16 +404,20 @@ class VaeCore:
 
 
 def load_runtimes(
-    specs: list[ModelSpec], settings: Settings
+    specs: list[ModelSpec], settings: Settings, stop: Callable[[], bool] | None = None
 ) -> tuple[list[ModelRuntime], dict[str, str]]:
     """Load, check and warm up each version (blocking). A version that cannot be loaded is
-    skipped and reported as {directory: message}; only StartupError (--require-gpu) is fatal."""
+    skipped and reported as {directory: message}; only StartupError (--require-gpu) is fatal.
+    `stop` is asked before each version: once it says True the rest are not loaded (a reload
+    that the server's shutdown abandons ends after the version in progress)."""
     threads = settings.resolved_threads()
     options = settings.runtime_options()
     use = settings.ort_providers
     runtimes: list[ModelRuntime] = []
     errors: dict[str, str] = {}
     for spec in specs:
+        if stop is not None and stop():
+            break
         try:
             runtimes.append(
                 load_runtime(

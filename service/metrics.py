@@ -89,7 +89,7 @@ class Metrics:
         self.ready = Gauge("vaeserve_ready", "1 when the server is ready to serve", registry=r)
         self.reloads = Counter(
             "vaeserve_reloads",
-            "Model repository reloads, by result (ok, partial, failed, unchanged)",
+            "Model repository reloads, by result (ok, partial, failed, unchanged, stopped, error)",
             ["result"],
             registry=r,
         )

@@ -13,7 +13,10 @@ running finish on the sessions they started with. What goes wrong never costs wh
   servable, as the scan then fails; the version keeps serving all the same);
 - a version whose folder was removed stops being served;
 - a kept version whose concepts.json was written, changed or removed gets its concepts read
-  again (its sessions are kept), reported in `concepts`, result `ok`.
+  again (its sessions are kept), reported in `concepts`, result `ok`;
+- the server starts stopping meanwhile: the reload ends after the version it is loading and
+  changes nothing, result `stopped` (logged at INFO);
+- an unexpected exception (a bug): logged with its traceback, nothing changes, result `error`.
 
 Each reload is one log line and one count in `vaeserve_reloads_total{result}`.
 """
@@ -22,10 +25,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from vaeserve.service.concepts import Concepts, concepts_digest, load_concepts
+from vaeserve.service.concepts import ConceptsRead, concepts_digest, read_concepts
 from vaeserve.service.config import Settings
 from vaeserve.service.core import LoadedModel, VaeCore, load_runtimes
 from vaeserve.service.errors import StartupError
@@ -36,6 +40,7 @@ from vaeserve.service.repository import (
     RepositoryError,
     bundled_repository,
 )
+from vaeserve.service.runtime import ModelRuntime
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +50,7 @@ Fingerprint = tuple[tuple[str, int, int], ...]
 
 @dataclass
 class ReloadResult:
-    """What a reload did: `result` is ok, partial, failed or unchanged."""
+    """What a reload did: `result` is ok, partial, failed, unchanged, stopped or error."""
 
     result: str
     added: list[str] = field(default_factory=list)
@@ -90,11 +95,19 @@ class Reloader:
         self._lock = asyncio.Lock()
 
     async def reload(self, reason: str = "requested") -> ReloadResult:
-        async with self._lock:
-            result = await self._reload()
+        """One reload, logged and counted whatever happens (never raises but CancelledError)."""
+        exc_info = False
+        try:
+            async with self._lock:
+                result = await self._reload()
+        except Exception as exc:  # a bug: report it; the models keep serving
+            exc_info = True
+            serving = [_label(k) for k in sorted(self.core.models)]
+            error = f"{type(exc).__name__}: {exc}"
+            result = ReloadResult("error", errors={"reload": error}, serving=serving)
         if self.metrics:
             self.metrics.reloads.labels(result.result).inc()
-        level = logging.ERROR if result.result == "failed" else logging.INFO
+        level = logging.ERROR if result.result in ("failed", "error") else logging.INFO
         log.log(
             level,
             "reload (%s): %s; serving %s; added %s; removed %s; concepts reread %s; errors %s",
@@ -105,6 +118,7 @@ class Reloader:
             result.removed,
             result.concepts,
             result.errors,
+            exc_info=exc_info,
         )
         return result
 
@@ -120,18 +134,23 @@ class Reloader:
             if now == last:
                 continue
             last = now  # taken before the scan: a change during the reload triggers another
-            try:
-                await self.reload("repository changed")
-            except Exception:  # a bug must not end the watch; the models keep serving
-                log.exception("reload after a repository change failed")
+            await self.reload("repository changed")  # logs and counts its own errors
+
+    def _stopping(self) -> bool:
+        return self.closed
 
     async def _reload(self) -> ReloadResult:
         old = self.core.models
         serving = [_label(k) for k in sorted(old)]
+        stopped = ReloadResult("stopped", serving=serving)
+        if self.closed:
+            return stopped
         try:
             scanned = await asyncio.to_thread(ModelRepository(self.root).scan)
         except (RepositoryError, OSError) as exc:
             return ReloadResult("failed", errors={str(self.root): str(exc)}, serving=serving)
+        if self.closed:
+            return stopped
         kept: dict[Key, LoadedModel] = {}
         to_load: list[ModelSpec] = []
         for name, versions in scanned.models.items():
@@ -143,16 +162,18 @@ class Reloader:
                     to_load.append(spec)
         errors = dict(scanned.errors)
         try:
-            runtimes, load_errors = await asyncio.to_thread(load_runtimes, to_load, self.settings)
+            loaded, load_errors = await asyncio.to_thread(
+                _load_new, to_load, self.settings, self._stopping
+            )
         except StartupError as exc:  # --require-gpu and the new sessions are on the CPU
             return ReloadResult("failed", errors={str(self.root): str(exc)}, serving=serving)
         errors.update(load_errors)
         concepts = await asyncio.to_thread(_changed_concepts, kept)
-        if self.closed:
-            return ReloadResult("failed", errors={"server": "stopping"}, serving=serving)
+        if self.closed:  # the server is stopping: what was loaded is dropped
+            return stopped
         table = dict(kept)
-        for runtime in runtimes:
-            table[(runtime.spec.name, runtime.spec.version)] = self.core.new_model(runtime)
+        for runtime, read in loaded:
+            table[(runtime.spec.name, runtime.spec.version)] = self.core.new_model(runtime, read)
         for key, model in old.items():  # broken on disk now: keep serving it from memory
             if key not in table and str(model.spec.directory) in errors:
                 table[key] = model
@@ -175,16 +196,21 @@ class Reloader:
         return ReloadResult(outcome, added, removed, errors, serving, reread)
 
 
-def _changed_concepts(
-    kept: dict[Key, LoadedModel],
-) -> dict[Key, tuple[Concepts | None, str | None]]:
+def _load_new(
+    specs: list[ModelSpec], settings: Settings, stop: Callable[[], bool]
+) -> tuple[list[tuple[ModelRuntime, ConceptsRead]], dict[str, str]]:
+    """In the worker thread: load the new or changed versions, and read their concepts."""
+    runtimes, errors = load_runtimes(specs, settings, stop)
+    return [(runtime, read_concepts(runtime.spec)) for runtime in runtimes], errors
+
+
+def _changed_concepts(kept: dict[Key, LoadedModel]) -> dict[Key, ConceptsRead]:
     """Kept versions whose concepts.json is not the one read (new, rewritten or removed), with
     their concepts read again: a kept version's sessions stay, but its concepts must not."""
-    changed: dict[Key, tuple[Concepts | None, str | None]] = {}
+    changed: dict[Key, ConceptsRead] = {}
     for key, model in kept.items():
-        digest = concepts_digest(model.spec.directory)
-        if digest != model.concepts_sha256:
-            changed[key] = (load_concepts(model.spec), digest)
+        if concepts_digest(model.spec.directory) != model.concepts_sha256:
+            changed[key] = read_concepts(model.spec)
     return changed
 
 

@@ -196,13 +196,15 @@ class VaeServer:
         log.info("stopped")
 
     async def _teardown(self, grace: float) -> None:
-        if self.reloader is not None:
+        if self.reloader is not None:  # a reload in progress ends after the version it loads
             self.reloader.closed = True
         if self._watch is not None:
             self._watch.cancel()
         await self.health.enter_graceful_shutdown()
         if self.grpc is not None:
             await self.grpc.stop(grace)
+        if self._reloads:  # SIGHUP reloads: their worker thread would hold the process anyway
+            await asyncio.gather(*self._reloads, return_exceptions=True)
         if self.core is not None:
             await self.core.stop()
         if self._metrics_http is not None:

@@ -397,6 +397,56 @@ def test_sighup_reloads_a_real_process(tmp_path, versions, refs):
     assert "Traceback" not in log
 
 
+@pytest.mark.slow
+def test_sigterm_during_a_sighup_reload_exits_within_the_grace(tmp_path, versions):
+    """SIGTERM while a SIGHUP reload loads 40 new versions: the reload stops after the version
+    in progress and is reported `stopped` at INFO (not a `failed` ERROR), and the process exits
+    0 within about its 1 s grace instead of waiting for the other versions to load."""
+    root = repository(tmp_path, versions, tiny_1="a")
+    flags = ("--drain-grace-s", "1", "--max-batch-size", "256")  # a slower warm-up per version
+    with serve_process(root, tmp_path, *flags) as srv:
+        for version in range(2, 42):
+            copy_version(versions["b"], root, "tiny", version)
+        srv.process.send_signal(signal.SIGHUP)
+        wait_for(lambda: srv.log.read_text().count("loaded tiny v") >= 2, 60, "reload loading")
+        sigterm = time.monotonic()
+        srv.process.send_signal(signal.SIGTERM)
+        assert srv.process.wait(30) == 0
+        took = time.monotonic() - sigterm
+    log = srv.log.read_text()
+    loaded = log.count("loaded tiny v") - 1
+    print(f"exit after {took:.2f}s; the reload loaded {loaded} of 40 versions")
+    assert loaded < 40  # it stopped early
+    assert "INFO vaeserve.service.reload: reload (SIGHUP): stopped; serving ['tiny v1']" in log
+    assert "failed" not in log and "Traceback" not in log
+    assert took < 1.0 + 4.0  # the grace, plus the version in progress and process teardown
+
+
+def test_an_unexpected_reload_error_is_logged_and_counted(tmp_path, versions, refs, caplog):
+    """A bug inside a SIGHUP reload (injected: no repository state raises one) is logged with
+    its traceback and counted as `error`; the server keeps serving and the next reload works."""
+    root = repository(tmp_path, versions, tiny_1="a")
+    with running_server(root) as srv, grpc.insecure_channel(srv.target) as channel:
+        stub = vae_pb2_grpc.VaeServiceStub(channel)
+        reloader = srv.server.reloader
+
+        async def broken():
+            raise RuntimeError("injected bug")
+
+        reloader._reload = broken  # an instance attribute shadows the method
+        srv.loop.call_soon_threadsafe(srv.server.request_reload)  # what SIGHUP calls
+        key = 'vaeserve_reloads_total{result="error"}'
+        wait_for(lambda: scrape(srv.metrics_url).get(key) == 1, 20, "the error counted")
+        assert serves(stub, refs["a"]) == 1
+        del reloader._reload
+        copy_version(versions["b"], root, "tiny", 2)
+        assert reload(srv, "ok").added == ["tiny v2"]
+    (record,) = [r for r in caplog.records if "reload (SIGHUP)" in r.getMessage()]
+    assert record.levelname == "ERROR" and record.exc_info is not None
+    assert "reload (SIGHUP): error; serving ['tiny v1']" in record.getMessage()
+    assert "RuntimeError: injected bug" in record.getMessage()
+
+
 # --- broken repositories at start-up --------------------------------------------------------
 
 

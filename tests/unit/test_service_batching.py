@@ -219,3 +219,44 @@ def test_the_batcher_expects_as_many_rows_as_its_last_batch_not_a_full_one():
 
     _, graph = run(go, max_delay_s=30.0, max_batch_size=8)
     assert [len(b) for b in graph.batches] == [1, 2, 2]
+
+
+def test_a_retired_batcher_leaves_the_queue_depth_gauge_to_its_replacement():
+    """After a reload swaps a graph, the old batcher (same labels) drains its queue without
+    overwriting the new one's vaeserve_queue_depth."""
+    metrics = Metrics()
+    labels = ("tiny", "1", "decoder")
+
+    def depth() -> float:
+        return metrics.registry.get_sample_value(
+            "vaeserve_queue_depth", dict(zip(("model", "version", "graph"), labels, strict=True))
+        )
+
+    async def main():
+        old_graph, new_graph = Graph(), Graph()
+        with ThreadPoolExecutor(2) as pool:
+            kwargs = {"max_batch_size": 2, "max_delay_s": 0.0, "max_queue": 100}
+            old = Batcher(old_graph, pool, **kwargs, labels=labels, metrics=metrics)
+            new = Batcher(new_graph, pool, **kwargs, labels=labels, metrics=metrics)
+            old.start()
+            old_graph.gate.clear()  # the old batcher is busy with its first piece ...
+            pieces = [asyncio.ensure_future(old.submit(rows(i, 2))) for i in range(4)]
+            await asyncio.sleep(0.05)
+            assert depth() == 3
+            new.start()  # ... when the swap happens
+            old.retire()
+            assert depth() == 0
+            new_graph.gate.clear()
+            held = [asyncio.ensure_future(new.submit(rows(i, 2))) for i in range(3)]
+            await asyncio.sleep(0.05)
+            assert depth() == 2  # one computing, two queued
+            old_graph.gate.set()  # the old one drains: the new one's gauge stays
+            await asyncio.gather(*pieces)
+            assert old.depth == 0 and depth() == 2
+            new_graph.gate.set()
+            await asyncio.gather(*held)
+            assert depth() == 0
+            await old.stop()
+            await new.stop()
+
+    asyncio.run(main())
