@@ -89,15 +89,15 @@ class Concepts:
                 f"mean of label {label.label} minus the mean of all {self.overall_count} images",
                 label.mean - self.overall_mean,
             )
-        for i, char in enumerate(name):
-            if char == "-" and name[:i] in self.labels and name[i + 1 :] in self.labels:
-                a, b = self.labels[name[:i]], self.labels[name[i + 1 :]]
-                return Vector(
-                    name,
-                    "difference",
-                    f"mean of label {a.label} minus mean of label {b.label}",
-                    a.mean - b.mean,
-                )
+        first, dash, second = name.partition("-")  # labels hold no '-' (from_json refuses it)
+        if dash and first in self.labels and second in self.labels:
+            a, b = self.labels[first], self.labels[second]
+            return Vector(
+                name,
+                "difference",
+                f"mean of label {a.label} minus mean of label {b.label}",
+                a.mean - b.mean,
+            )
         raise InvalidInput(f"concept: unknown concept {_shown(name)}; {self.known()}")
 
     def label(self, name: str) -> LabelStats:

@@ -197,6 +197,12 @@ class Settings(BaseSettings):
             raise ValueError("tls_client_ca (mutual TLS) needs tls_cert and tls_key")
         return self
 
+    def repository_root(self) -> Path:
+        """The repository served: `repository`, or the bundled default model's."""
+        from vaeserve.service.repository import bundled_repository
+
+        return Path(self.repository or bundled_repository())
+
     @property
     def provider_list(self) -> list[str]:
         """Short names, e.g. ["cuda", "cpu"]."""

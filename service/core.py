@@ -13,7 +13,6 @@ import weakref
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
@@ -29,7 +28,6 @@ from vaeserve.service.repository import (
     ModelRepository,
     ModelSpec,
     RepositoryError,
-    bundled_repository,
 )
 from vaeserve.service.runtime import CUDA, ModelRuntime, load_runtime
 
@@ -171,9 +169,9 @@ class VaeCore:
     @classmethod
     def load(cls, settings: Settings, metrics: Metrics | None = None) -> VaeCore:
         """Scan the repository and load, check and warm up every model version (blocking)."""
-        root = settings.repository or bundled_repository()
+        root = settings.repository_root()
         try:
-            repository = ModelRepository(Path(root)).scan()
+            repository = ModelRepository(root).scan()
         except RepositoryError as exc:  # nothing servable: a start-up failure (exit 1), not usage
             raise StartupError(str(exc)) from None
         specs = [spec for versions in repository.models.values() for spec in versions.values()]

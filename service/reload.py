@@ -38,7 +38,6 @@ from vaeserve.service.repository import (
     ModelRepository,
     ModelSpec,
     RepositoryError,
-    bundled_repository,
 )
 from vaeserve.service.runtime import ModelRuntime
 
@@ -90,7 +89,7 @@ class Reloader:
         self.core = core
         self.settings = settings
         self.metrics = metrics
-        self.root = Path(settings.repository or bundled_repository())
+        self.root = settings.repository_root()
         self.closed = False  # set when the server stops: a reload in progress is discarded
         self._lock = asyncio.Lock()
 

@@ -30,7 +30,6 @@ from vaeserve.service.grpc.servicers import VaeServicer
 from vaeserve.service.grpc.tls import server_credentials
 from vaeserve.service.metrics import Metrics
 from vaeserve.service.reload import Reloader, ReloadResult, fingerprint
-from vaeserve.service.repository import bundled_repository
 from vaeserve.v1 import vae_pb2, vae_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -119,7 +118,7 @@ class VaeServer:
                 )
             baseline = None
             if s.poll_repository_s > 0:  # before the scan: a change while loading is seen
-                root = Path(s.repository or bundled_repository())
+                root = s.repository_root()
                 baseline = await asyncio.to_thread(fingerprint, root)
             core = await asyncio.to_thread(VaeCore.load, s, self.metrics)
         except BaseException:
