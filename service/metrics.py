@@ -1,5 +1,7 @@
 """Prometheus metrics. Each server owns its CollectorRegistry, so several servers in one process
-(tests) never clash, and nothing is registered at import time."""
+(tests) never clash, and nothing is registered at import time. The broken-version gauges are set
+whole after each load and reload (`report_model_errors`), never added to, so they always say what
+the last one found."""
 
 from __future__ import annotations
 
@@ -95,12 +97,13 @@ class Metrics:
         )
         self.model_errors = Gauge(
             "vaeserve_model_errors",
-            "Model versions in the repository that could not be served (last load or reload)",
+            "Model version folders that cannot be served from disk (last load or reload)",
             registry=r,
         )
         self.model_broken = Gauge(
             "vaeserve_model_version_broken",
-            "1 for each model version folder that could not be served (last load or reload)",
+            "1 for each model version folder that cannot be served from disk, including served "
+            "versions kept in memory (last load or reload)",
             ["directory"],
             registry=r,
         )
@@ -112,8 +115,9 @@ class Metrics:
         )
 
     def report_model_errors(self, errors: dict[str, str]) -> None:
-        """Publish the versions that could not be served ({folder: message}): their count and
-        one series per folder, so an alert names the broken one."""
+        """Publish the version folders that cannot be served ({folder: message}): their count and
+        one series per folder, so an alert names the broken one. Replaces what was there: a
+        repaired folder's series goes away."""
         self.model_errors.set(len(errors))
         self.model_broken.clear()
         for directory in errors:

@@ -7,18 +7,23 @@ new requests see the new versions (an empty version is still the highest), reque
 running finish on the sessions they started with. What goes wrong never costs what is served:
 
 - the scan fails (root gone, nothing servable): the old table stays, result `failed`;
-- a new or changed version does not load: it is skipped and reported, result `partial`;
-- a served version is broken on disk now (corrupt graph, sha256 mismatch): it keeps serving
-  from memory and is reported, result `partial` (`failed` when nothing else in the repository is
-  servable, as the scan then fails; the version keeps serving all the same);
-- a version whose folder was removed stops being served;
+- a new or changed version does not load (also: a graph changed between the scan and the load,
+  which the load's own sha256 check refuses): it is skipped and reported, result `partial`;
+- a served version is broken on disk now (corrupt or missing graph, sha256 mismatch): it keeps
+  serving from memory and is reported, result `partial` (`failed` when nothing else in the
+  repository is servable, as the scan then fails; the version keeps serving all the same);
+- a version whose folder was removed stops being served (unless the reload fails: then it keeps
+  serving from memory, and is reported);
 - a kept version whose concepts.json was written, changed or removed gets its concepts read
   again (its sessions are kept), reported in `concepts`, result `ok`;
 - the server starts stopping meanwhile: the reload ends after the version it is loading and
   changes nothing, result `stopped` (logged at INFO);
 - an unexpected exception (a bug): logged with its traceback, nothing changes, result `error`.
 
-Each reload is one log line and one count in `vaeserve_reloads_total{result}`.
+Each reload is one log line and one count in `vaeserve_reloads_total{result}`. After every reload
+that gets as far as a scan (all but `stopped` and `error`), `vaeserve_model_version_broken` and
+`vaeserve_model_errors` list each version folder that cannot be served from disk: the ones that
+did not scan or load, and, when the reload failed, every served version not servable on disk.
 """
 
 from __future__ import annotations
@@ -82,6 +87,10 @@ def _label(key: Key) -> str:
     return f"{key[0]} v{key[1]}"
 
 
+def _served(table: dict[Key, LoadedModel]) -> list[str]:
+    return [_label(k) for k in sorted(table)]
+
+
 class Reloader:
     """Reloads one core's models from its repository; one reload at a time."""
 
@@ -101,9 +110,10 @@ class Reloader:
                 result = await self._reload()
         except Exception as exc:  # a bug: report it; the models keep serving
             exc_info = True
-            serving = [_label(k) for k in sorted(self.core.models)]
             error = f"{type(exc).__name__}: {exc}"
-            result = ReloadResult("error", errors={"reload": error}, serving=serving)
+            result = ReloadResult(
+                "error", errors={"reload": error}, serving=_served(self.core.models)
+            )
         if self.metrics:
             self.metrics.reloads.labels(result.result).inc()
         level = logging.ERROR if result.result in ("failed", "error") else logging.INFO
@@ -138,16 +148,34 @@ class Reloader:
     def _stopping(self) -> bool:
         return self.closed
 
+    def _failed(
+        self, errors: dict[str, str], exc: BaseException | None = None, why: str = ""
+    ) -> ReloadResult:
+        """A reload that changes nothing: the old table keeps serving. The broken-version metrics
+        still get every folder that cannot be served from disk. With `why`, none of the served
+        versions can either (the scan found nothing servable, or their folders are gone): each
+        one not listed yet is added, `why` saying what became of it."""
+        errors = dict(errors)
+        if why:
+            for model in self.core.models.values():
+                folder = str(model.spec.directory)
+                errors.setdefault(folder, f"{folder}: {why}; still served from memory")
+        if self.metrics:
+            self.metrics.report_model_errors(errors)
+        if exc is not None:
+            errors[str(self.root)] = str(exc)
+        return ReloadResult("failed", errors=errors, serving=_served(self.core.models))
+
     async def _reload(self) -> ReloadResult:
         old = self.core.models
-        serving = [_label(k) for k in sorted(old)]
-        stopped = ReloadResult("stopped", serving=serving)
+        stopped = ReloadResult("stopped", serving=_served(old))
         if self.closed:
             return stopped
         try:
             scanned = await asyncio.to_thread(ModelRepository(self.root).scan)
         except (RepositoryError, OSError) as exc:
-            return ReloadResult("failed", errors={str(self.root): str(exc)}, serving=serving)
+            broken = getattr(exc, "errors", {})  # each version's own error, when there were any
+            return self._failed(broken, exc, "not servable on disk (the reload's scan failed)")
         if self.closed:
             return stopped
         kept: dict[Key, LoadedModel] = {}
@@ -165,7 +193,8 @@ class Reloader:
                 _load_new, to_load, self.settings, self._stopping
             )
         except StartupError as exc:  # --require-gpu and the new sessions are on the CPU
-            return ReloadResult("failed", errors={str(self.root): str(exc)}, serving=serving)
+            errors.update((str(spec.directory), str(exc)) for spec in to_load)
+            return self._failed(errors, exc)
         errors.update(load_errors)
         concepts = await asyncio.to_thread(_changed_concepts, kept)
         if self.closed:  # the server is stopping: what was loaded is dropped
@@ -176,8 +205,8 @@ class Reloader:
         for key, model in old.items():  # broken on disk now: keep serving it from memory
             if key not in table and str(model.spec.directory) in errors:
                 table[key] = model
-        if not table:
-            return ReloadResult("failed", errors=errors, serving=serving)
+        if not table:  # nothing new loaded, and the served folders are gone (broken ones are kept)
+            return self._failed(errors, why="removed, and nothing else in the repository loaded")
         for key, model in table.items():
             if old.get(key) is not model:
                 model.encoder.start()
@@ -191,8 +220,7 @@ class Reloader:
         removed = [_label(k) for k in sorted(old) if k not in table]
         reread = [_label(k) for k in sorted(concepts)]
         outcome = "partial" if errors else "ok" if added or removed or reread else "unchanged"
-        serving = [_label(k) for k in sorted(table)]
-        return ReloadResult(outcome, added, removed, errors, serving, reread)
+        return ReloadResult(outcome, added, removed, errors, _served(table), reread)
 
 
 def _load_new(

@@ -1,10 +1,12 @@
 """The model repository: ROOT/NAME/VERSION/{encoder.onnx, decoder.onnx, model.json}.
 
 Triton's layout. Several models and versions live side by side; a model's highest version is its
-default. Reading a version checks that model.json is whole, that both graphs exist and match the
-sha256 recorded at export, and that the two graphs agree on the latent size and the image shape;
-`check_io` then holds a loaded ONNX Runtime session to the same signature. Every failure names
-the file and the problem.
+default. Reading a version (the scan) checks that model.json is whole, that both graphs exist and
+match the sha256 recorded at export, and that the two graphs agree on the latent size and the image
+shape. The scan's check is not what makes a graph safe to serve, as the file can change before it
+is loaded: `verified_bytes` reads a graph once and checks those bytes, which are then the ones
+handed to ONNX Runtime; `check_io` holds the loaded session to model.json's signature. Every
+failure names the file and the problem.
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ from importlib.resources import files
 from pathlib import Path
 from typing import Any, Protocol
 
+from vaeserve.service.echo import shown
+
 log = logging.getLogger(__name__)
 
 FORMAT = "vaeserve-model/1"
@@ -25,7 +29,15 @@ GRAPHS = ("encoder", "decoder")
 
 
 class RepositoryError(ValueError):
-    """A model folder that cannot be served; the message names the file and the problem."""
+    """A model folder that cannot be served; the message names the file and the problem.
+
+    A scan that finds nothing servable carries each version folder's own error in `errors`
+    ({folder: message}), so what reports broken versions still names every one.
+    """
+
+    def __init__(self, message: str, errors: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.errors = dict(errors or {})
 
 
 class ModelNotFoundError(LookupError):
@@ -72,6 +84,20 @@ def sha256_file(path: Path) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
+
+
+def verified_bytes(path: Path, sha256: str) -> bytes:
+    """The file's bytes, read once, if they hash to `sha256` (model.json's digest). Whoever loads
+    a graph loads these bytes, never the path again: what runs is what was checked."""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:  # removed or replaced by a folder since the scan
+        raise RepositoryError(f"{path}: cannot be read ({exc.strerror or exc})") from None
+    if hashlib.sha256(data).hexdigest() != sha256:
+        raise RepositoryError(
+            f"{path}: sha256 does not match model.json at load (changed after the scan?)"
+        )
+    return data
 
 
 def read_model(directory: Path, *, verify_checksums: bool = True) -> ModelSpec:
@@ -140,10 +166,15 @@ def _check_signature_consistency(spec: ModelSpec, meta_path: Path) -> None:
 
 
 def check_io(
-    spec: ModelSpec, graph: str, inputs: list[NodeArgLike], outputs: list[NodeArgLike]
+    spec: ModelSpec,
+    graph: str,
+    inputs: list[NodeArgLike],
+    outputs: list[NodeArgLike],
+    path: Path | None = None,
 ) -> None:
-    """A loaded session's inputs and outputs must be the ones model.json promises."""
-    path = spec.graph_path(graph)
+    """A loaded session's inputs and outputs must be the ones model.json promises; `path` is the
+    file loaded (a variant's), named in the error."""
+    path = path or spec.graph_path(graph)
     for side, found in (("inputs", inputs), ("outputs", outputs)):
         want = spec.meta["graphs"][graph][side]
         got = [(a.name, _shape(a.shape)) for a in found]
@@ -161,7 +192,8 @@ def _shape(dims: list[Any]) -> list[int | str]:
 
 
 class ModelRepository:
-    """All models under one root; bad versions are reported, not fatal, unless nothing is left."""
+    """All models under one root; bad versions are reported in `errors` ({folder: message}), not
+    fatal, unless nothing is left."""
 
     def __init__(self, root: Path, *, verify_checksums: bool = True) -> None:
         self.root = Path(root)
@@ -170,7 +202,8 @@ class ModelRepository:
         self.errors: dict[str, str] = {}
 
     def scan(self) -> ModelRepository:
-        """(Re)read the root. Raises RepositoryError when the root holds no servable model."""
+        """(Re)read the root. Raises RepositoryError when the root holds no servable model, with
+        the versions' errors in its `errors`."""
         if not self.root.is_dir():
             raise RepositoryError(f"{self.root}: model repository folder does not exist")
         models: dict[str, dict[int, ModelSpec]] = {}
@@ -190,7 +223,7 @@ class ModelRepository:
                 models.setdefault(spec.name, {})[spec.version] = spec
         if not models:
             detail = "; ".join(errors.values()) or "no ROOT/NAME/VERSION/model.json found"
-            raise RepositoryError(f"{self.root}: no servable model ({detail})")
+            raise RepositoryError(f"{self.root}: no servable model ({detail})", errors)
         self.models, self.errors = models, errors
         return self
 
@@ -205,12 +238,12 @@ class ModelRepository:
         versions = self.models.get(name)
         if not versions:
             raise ModelNotFoundError(
-                f"unknown model {name!r}; this server has {sorted(self.models)}"
+                f"unknown model {shown(name)}; this server has {sorted(self.models)}"
             )
         if not version:
             return versions[max(versions)]
         if version not in versions:
             raise ModelNotFoundError(
-                f"model {name!r} has no version {version}; it has {sorted(versions)}"
+                f"model {shown(name)} has no version {version}; it has {sorted(versions)}"
             )
         return versions[version]

@@ -4,6 +4,11 @@ CUDA is used only where it really works: onnxruntime-gpu lists CUDAExecutionProv
 available even on a machine without a GPU, and a session asked for CUDA there quietly runs on the
 CPU. So the truth is `session.get_providers()` after creation, which is what is reported and what
 `require_gpu` checks.
+
+Each graph file is read once: its bytes are checked against model.json's sha256 and the session is
+made from those same bytes, so a file replaced after the repository scan is refused (a
+RepositoryError: the version is skipped and reported) rather than served unchecked. The digest of
+what was loaded stays on the session (`GraphSession.sha256`), for GetModelInfo and the log.
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ from vaeserve.service.repository import (
     ModelSpec,
     RepositoryError,
     check_io,
-    sha256_file,
+    verified_bytes,
 )
 
 log = logging.getLogger(__name__)
@@ -31,6 +36,10 @@ CUDA = "CUDAExecutionProvider"
 CPU = "CPUExecutionProvider"
 TENSORRT = "TensorrtExecutionProvider"
 GPU_PROVIDERS = (TENSORRT, CUDA)
+
+
+class GraphLoadError(RuntimeError):
+    """ONNX Runtime could not make a session from a graph's (checked) bytes; names the file."""
 
 
 @dataclass(frozen=True)
@@ -106,6 +115,8 @@ class GraphSession:
     output_names: list[str]
     io_binding: bool = False
     buckets: list[int] | None = None
+    path: Path | None = None  # the file the bytes came from (a variant's under fp16)
+    sha256: str = ""  # of the bytes the session was made from
 
     def run(self, batch: np.ndarray) -> list[np.ndarray]:
         # ORT releases the GIL while it computes; callers run this in a worker thread.
@@ -149,6 +160,11 @@ class ModelRuntime:
     def on_gpu(self) -> bool:
         return any(p in self.providers for p in GPU_PROVIDERS)
 
+    @property
+    def sha256(self) -> dict[str, str]:
+        """{graph: sha256} of the bytes really loaded (the float16 variants' under fp16)."""
+        return {"encoder": self.encoder.sha256, "decoder": self.decoder.sha256}
+
 
 def session_options(threads: int) -> ort.SessionOptions:
     """Serving options: all graph optimizations, `threads` intra-op threads, no spinning (idle
@@ -181,21 +197,39 @@ def provider_list(
     return out
 
 
-def graph_file(spec: ModelSpec, graph: str, fp16: bool) -> Path:
-    """The graph to load: its float16 variant when asked for and exported, checked against the
-    digest model.json records for it."""
+def graph_file(spec: ModelSpec, graph: str, fp16: bool) -> tuple[Path, str]:
+    """The graph to load, and the sha256 model.json records for it: its float16 variant when
+    asked for and exported."""
     variant = f"{graph}_fp16"
     if not fp16:
-        return spec.graph_path(graph)
+        return spec.graph_path(graph), spec.sha256(graph)
     if variant not in spec.meta.get("variants", {}):
         raise RepositoryError(
             f"{spec.directory}: fp16 serving asked for, but the model has no {variant} "
             "(export it with vaeserve export --fp16)"
         )
-    path = spec.graph_path(graph, variant)
-    if sha256_file(path) != spec.meta["variants"][variant]["sha256"]:
-        raise RepositoryError(f"{path}: sha256 does not match model.json")
-    return path
+    return spec.graph_path(graph, variant), str(spec.meta["variants"][variant]["sha256"])
+
+
+def _session(
+    path: Path,
+    data: bytes,
+    options: ort.SessionOptions,
+    providers: list[str | tuple[str, dict[str, str]]],
+) -> ort.InferenceSession:
+    """A session from the checked bytes. ORT's errors then say "from memory", so the file is
+    named here. A graph with external data cannot be loaded so (ORT has no folder to find the
+    data in), and those files are not covered by model.json's sha256 anyway: the exporter never
+    writes them, and such a graph is refused by name."""
+    try:
+        return ort.InferenceSession(data, options, providers=providers)
+    except Exception as exc:
+        if "external data" in str(exc).lower():
+            raise RepositoryError(
+                f"{path}: keeps tensors in external data files, which model.json's sha256 does "
+                "not cover; export the graph as one file (vaeserve export does)"
+            ) from None
+        raise GraphLoadError(f"{path.name}: {exc}") from exc
 
 
 def open_graph(
@@ -205,18 +239,21 @@ def open_graph(
     threads: int,
     options: RuntimeOptions | None = None,
 ) -> GraphSession:
-    """Load one graph and hold it to the signature model.json promises."""
+    """Load one graph from bytes checked against model.json, and hold it to the signature
+    model.json promises."""
     options = options or RuntimeOptions()
-    path = graph_file(spec, graph, options.fp16)
-    session = ort.InferenceSession(
-        str(path), session_options(threads), providers=provider_list(requested, options)
-    )
-    check_io(spec, graph, session.get_inputs(), session.get_outputs())
+    path, sha256 = graph_file(spec, graph, options.fp16)
+    data = verified_bytes(path, sha256)
+    providers = provider_list(requested, options)
+    session = _session(path, data, session_options(threads), providers)
+    check_io(spec, graph, session.get_inputs(), session.get_outputs(), path)
     return GraphSession(
         graph,
         session,
         session.get_inputs()[0].name,
         [o.name for o in session.get_outputs()],
+        path=path,
+        sha256=sha256,  # what `data` hashes to: verified_bytes checked it
     )
 
 
@@ -270,13 +307,16 @@ def load_runtime(
         session.buckets = buckets if _resolve(options.buckets, runtime.on_gpu) else None
     warmup(runtime, buckets)
     log.info(
-        "loaded %s from %s on %s (%s, io_binding %s, padded buckets %s) with %d threads in %.2fs",
+        "loaded %s from %s on %s (%s, io_binding %s, padded buckets %s, encoder sha256 %s, "
+        "decoder sha256 %s) with %d threads in %.2fs",
         where,
         spec.directory,
         providers,
         precision,
         encoder.io_binding,
         encoder.buckets is not None,
+        encoder.sha256[:12],
+        decoder.sha256[:12],
         threads,
         time.perf_counter() - start,
     )

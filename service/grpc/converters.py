@@ -201,8 +201,9 @@ def model_info(core: VaeCore, model: LoadedModel) -> pb.GetModelInfoResponse:
         version=spec.version,
         latent_dim=spec.latent_dim,
         image_shape=list(spec.image_shape),
-        encoder_sha256=spec.sha256("encoder"),
-        decoder_sha256=spec.sha256("decoder"),
+        # of the bytes really loaded (verified against model.json; fp16: the variants')
+        encoder_sha256=runtime.encoder.sha256,
+        decoder_sha256=runtime.decoder.sha256,
         providers=runtime.providers,
         requested_providers=[
             p.removesuffix("ExecutionProvider").lower() for p in runtime.requested

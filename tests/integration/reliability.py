@@ -273,3 +273,13 @@ def answer(stub: Any, method: str, request: object) -> bytes:
     if method == "Decode":
         return reply.images.data
     return reply.images.data + reply.latents.data
+
+
+def broken_versions(metrics: dict[str, float]) -> set[str]:
+    """The folders a scrape's vaeserve_model_version_broken{directory} lists (value 1)."""
+    prefix = 'vaeserve_model_version_broken{directory="'
+    return {
+        key[len(prefix) : -len('"}')]
+        for key, value in metrics.items()
+        if key.startswith(prefix) and value == 1
+    }

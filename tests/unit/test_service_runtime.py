@@ -81,7 +81,8 @@ def test_fp16_variants_are_served_when_asked_for(fp16_spec):
     full = load_runtime(fp16_spec, [CPU], 1)
     half = load_runtime(fp16_spec, [CPU], 1, options=RuntimeOptions(fp16=True))
     assert (full.precision, half.precision) == ("fp32", "fp16")
-    assert half.decoder.session._model_path.endswith("decoder.fp16.onnx")
+    assert half.decoder.path.name == "decoder.fp16.onnx"
+    assert half.decoder.sha256 == fp16_spec.meta["variants"]["decoder_fp16"]["sha256"]
     z = np.random.default_rng(1).standard_normal((6, 4)).astype(np.float32)
     np.testing.assert_allclose(half.decoder.run(z)[0], full.decoder.run(z)[0], atol=5e-3)
 
