@@ -10,13 +10,28 @@ latency of one ONNX Runtime run, and 4 callers do not wait for 256 rows that wil
 `wait_when_idle` restores the fixed policy (wait for a full batch or the delay, as Triton does).
 Pieces whose caller went away (cancelled) or whose deadline passed are dropped before they are
 computed. A full queue refuses new pieces at once (`Overloaded`).
+
+Batches are filled fairly between callers, not first come first served: weighted fair queueing
+(Demers, Keshav and Shenker 1989) by rows, per request. Each caller is a `Flow` (one request, or
+one stream with all its chunks). A request's tag is its finish time in virtual time: it starts at
+the later of the batcher's virtual clock and the end of its flow's previous request, and lasts
+its rows. Every piece of the request carries that tag, and the smallest tag goes first (ties in
+arrival order). The virtual clock advances by each batch's rows divided by the number of flows
+waiting, as if every waiting flow were served at the same rate. So a Sample(n=4) is served in the
+next batch even behind hundreds of queued pieces of big requests or long streams (its tag is
+only 4 rows past the clock); requests of one size run in arrival order, one after another, so
+partly computed responses do not pile up in memory; and a stream's next chunk queues behind
+the requests that arrived while its last chunk ran. Nothing starves: a tag never changes, and
+the clock passes it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import heapq
+import itertools
 import logging
-from collections import deque
+import weakref
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass
@@ -31,12 +46,24 @@ log = logging.getLogger(__name__)
 RunFn = Callable[[np.ndarray], list[np.ndarray]]
 
 
+class Flow:
+    """One caller, as the batcher's fairness sees it: the pieces of one request, or every chunk
+    of one stream, share a Flow. Identity only; the batcher keeps its tags (weakly)."""
+
+    __slots__ = ("__weakref__",)
+
+
 @dataclass
 class _Piece:
     rows: np.ndarray
     future: asyncio.Future[list[np.ndarray]]
     deadline: float | None  # loop.time() after which the caller no longer wants the answer
     enqueued: float  # loop.time() on arrival
+    tag: float  # finish tag of its request, in rows of virtual time: the smallest goes first
+    flow: Flow
+
+
+_Entry = tuple[float, int, _Piece]  # (tag, arrival number, piece): heap order
 
 
 class Batcher:
@@ -62,7 +89,11 @@ class Batcher:
         self.max_queue = max_queue
         self.labels = tuple(labels)
         self.metrics = metrics
-        self._queue: deque[_Piece] = deque()
+        self._queue: list[_Entry] = []  # a heap
+        self._arrivals = itertools.count()
+        self._vtime = 0.0  # virtual clock, in rows served per waiting flow
+        self._finish: weakref.WeakKeyDictionary[Flow, float] = weakref.WeakKeyDictionary()
+        self._waiting: dict[Flow, int] = {}  # pieces queued per flow
         self._rows_waiting = 0
         self._arrived = asyncio.Event()
         self._worker: asyncio.Task[None] | None = None
@@ -90,16 +121,31 @@ class Batcher:
         if self._worker is not None:
             self._worker.cancel()
             await asyncio.gather(self._worker, return_exceptions=True)
+        self._waiting.clear()
         while self._queue:
-            piece = self._queue.popleft()
+            _, _, piece = heapq.heappop(self._queue)
             if not piece.future.done():
                 piece.future.set_exception(Unavailable("server is shutting down"))
         self._set_depth()
 
-    async def submit(self, rows: np.ndarray, deadline: float | None = None) -> list[np.ndarray]:
+    def tag(self, flow: Flow, rows: int) -> float:
+        """Reserve virtual time for a request of `rows` rows of `flow`: its finish tag."""
+        finish = max(self._vtime, self._finish.get(flow, 0.0)) + rows
+        self._finish[flow] = finish
+        return finish
+
+    async def submit(
+        self,
+        rows: np.ndarray,
+        deadline: float | None = None,
+        flow: Flow | None = None,
+        tag: float | None = None,
+    ) -> list[np.ndarray]:
         """The graph's outputs for `rows` (at most max_batch_size of them), computed in a batch.
 
         `deadline` is in `loop.time()` seconds. Cancelling the awaiting task drops the piece.
+        `flow` is the caller (None: a caller of its own) and `tag` the request's from `tag()`
+        (None: a request of these rows alone).
         """
         if len(rows) > self.max_batch_size:
             raise ValueError(f"{len(rows)} rows exceed max_batch_size {self.max_batch_size}")
@@ -115,8 +161,11 @@ class Batcher:
         loop = asyncio.get_running_loop()
         if self._retired and (self._worker is None or self._worker.done()):
             self.start()
-        piece = _Piece(rows, loop.create_future(), deadline, loop.time())
-        self._queue.append(piece)
+        flow = Flow() if flow is None else flow
+        tag = self.tag(flow, len(rows)) if tag is None else tag
+        piece = _Piece(rows, loop.create_future(), deadline, loop.time(), tag, flow)
+        heapq.heappush(self._queue, (tag, next(self._arrivals), piece))
+        self._waiting[flow] = self._waiting.get(flow, 0) + 1
         self._rows_waiting += len(rows)
         self._set_depth()
         self._arrived.set()
@@ -135,11 +184,12 @@ class Batcher:
                     return
                 self._arrived.clear()
                 await self._arrived.wait()
-            # Wait for company, from the first piece's arrival, until the rows expected are queued.
-            opened = self._queue[0].enqueued
+            # Wait for company, from the oldest piece's arrival, until the rows expected are queued.
             expected = self.max_batch_size
             if not self.wait_when_idle:
                 expected = min(expected, self._last_rows)
+            if self._rows_waiting < expected:
+                opened = min(piece.enqueued for _, _, piece in self._queue)
             while self._rows_waiting < expected:
                 left = opened + self.max_delay_s - loop.time()
                 if left <= 0:
@@ -155,11 +205,12 @@ class Batcher:
                 await self._compute(batch)
 
     def _take(self, now: float) -> list[_Piece]:
-        """Pop pieces in arrival order up to max_batch_size rows, dropping dead ones."""
+        """Pop pieces in tag order (fair between flows) up to max_batch_size rows, dropping
+        dead ones."""
         batch: list[_Piece] = []
-        rows = 0
+        rows, flows = 0, len(self._waiting)
         while self._queue:
-            piece = self._queue[0]
+            _, _, piece = self._queue[0]
             if piece.future.done():  # cancelled by its caller
                 self._drop(piece, "cancelled")
                 continue
@@ -169,16 +220,25 @@ class Batcher:
                 continue
             if rows + len(piece.rows) > self.max_batch_size:
                 break
-            self._queue.popleft()
-            self._rows_waiting -= len(piece.rows)
+            self._pop(piece)
             rows += len(piece.rows)
             batch.append(piece)
+        self._vtime += rows / max(1, flows)  # each waiting flow got its share of this batch
         self._set_depth()
         return batch
 
-    def _drop(self, piece: _Piece, reason: str) -> None:
-        self._queue.popleft()
+    def _pop(self, piece: _Piece) -> None:
+        """Take the smallest-tag piece (`piece`) off the queue."""
+        heapq.heappop(self._queue)
         self._rows_waiting -= len(piece.rows)
+        left = self._waiting[piece.flow] - 1
+        if left:
+            self._waiting[piece.flow] = left
+        else:
+            del self._waiting[piece.flow]
+
+    def _drop(self, piece: _Piece, reason: str) -> None:
+        self._pop(piece)
         if self.metrics:
             self.metrics.dropped.labels(*self.labels, reason).inc()
         log.debug(
@@ -225,14 +285,17 @@ class Batcher:
 
 
 async def submit_all(
-    batcher: Batcher, rows: np.ndarray, deadline: float | None = None
+    batcher: Batcher, rows: np.ndarray, deadline: float | None = None, flow: Flow | None = None
 ) -> list[np.ndarray]:
-    """`submit` for any number of rows: split into max_batch_size pieces, joined back in order."""
+    """`submit` for any number of rows: split into max_batch_size pieces (one request of one
+    flow), joined back in order."""
     size = batcher.max_batch_size
+    flow = Flow() if flow is None else flow
+    tag = batcher.tag(flow, len(rows))  # one tag for the whole request: its pieces run together
     if len(rows) <= size:
-        return await batcher.submit(rows, deadline)
+        return await batcher.submit(rows, deadline, flow, tag)
     tasks = [
-        asyncio.ensure_future(batcher.submit(rows[i : i + size], deadline))
+        asyncio.ensure_future(batcher.submit(rows[i : i + size], deadline, flow, tag))
         for i in range(0, len(rows), size)
     ]
     try:

@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from vaeserve.service.echo import shown
 from vaeserve.service.errors import InvalidInput
 from vaeserve.service.repository import ModelSpec
 
@@ -98,14 +99,14 @@ class Concepts:
                 f"mean of label {a.label} minus mean of label {b.label}",
                 a.mean - b.mean,
             )
-        raise InvalidInput(f"concept: unknown concept {_shown(name)}; {self.known()}")
+        raise InvalidInput(f"concept: unknown concept {shown(name)}; {self.known()}")
 
     def label(self, name: str) -> LabelStats:
         """The label of a `label:K` concept (what conditional sampling draws around)."""
         key = name[len(LABEL_PREFIX) :] if name.startswith(LABEL_PREFIX) else None
         if key is None or key not in self.labels:
             raise InvalidInput(
-                f"concept: sampling needs a label concept 'label:K', got {_shown(name)}; "
+                f"concept: sampling needs a label concept 'label:K', got {shown(name)}; "
                 f"labels: {list(self.labels)}"
             )
         return self.labels[key]
@@ -167,11 +168,6 @@ def difference_vector(z_positive: np.ndarray, z_negative: np.ndarray) -> list[fl
     a concept vector such as "smile")."""
     pos, neg = np.asarray(z_positive, np.float64), np.asarray(z_negative, np.float64)
     return _floats(pos.mean(axis=0) - neg.mean(axis=0))
-
-
-def _shown(name: str) -> str:
-    """A client's name in a message, cut short (names arrive from the network)."""
-    return repr(name if len(name) <= 80 else name[:80] + "...")
 
 
 def _floats(values: np.ndarray) -> list[float]:

@@ -15,6 +15,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 if TYPE_CHECKING:  # the runtime imports onnxruntime: loaded only when options are built
     from vaeserve.service.runtime import RuntimeOptions
 
+GPU_MAX_BATCH, CPU_MAX_BATCH = 256, 64  # max_batch_size 0 (auto) on each kind of session
 PROVIDER_NAMES = {"cuda": "CUDAExecutionProvider", "cpu": "CPUExecutionProvider"}
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
 Switch = Literal["auto", "on", "off"]
@@ -52,8 +53,11 @@ class Settings(BaseSettings):
     """ONNX Runtime intra-op threads per session; 0 = the CPUs this container may use
     (cgroup cpu quota and CPU affinity, not the host's CPU count)."""
 
-    max_batch_size: int = Field(256, ge=1)
-    """Most images in one ONNX Runtime run: bigger requests are split, concurrent ones merged."""
+    max_batch_size: int = Field(0, ge=0)
+    """Most images in one ONNX Runtime run: bigger requests are split, concurrent ones merged.
+    0 = auto: 256 where the sessions run on a GPU (big batches pay there), 64 on the CPU (ONNX
+    Runtime's images/s on the CPU is flat from 16 to 256 rows, so bigger runs only make every
+    caller in the queue wait longer)."""
 
     max_delay_ms: float = Field(2.0, ge=0.0, le=10_000.0)
     """How long the first request of a batch waits for others to join it, in milliseconds."""
@@ -63,8 +67,9 @@ class Settings(BaseSettings):
     for as many rows as the previous batch held, so a lone request on a quiet server runs at
     once."""
 
-    max_queue: int = Field(1024, ge=1)
-    """Requests waiting per graph; beyond it new requests get RESOURCE_EXHAUSTED."""
+    max_queue: int = Field(4096, ge=1)
+    """Request pieces (of at most max_batch_size rows) waiting per graph; beyond it new requests
+    get RESOURCE_EXHAUSTED."""
 
     max_message_bytes: int = Field(32 * 1024 * 1024, ge=64 * 1024)
     """Largest gRPC message received or sent, in bytes."""
@@ -77,6 +82,19 @@ class Settings(BaseSettings):
 
     max_stream_n: int = Field(1_000_000, ge=1)
     """Largest n for SampleStream."""
+
+    stream_prefetch: int = Field(1, ge=0, le=16)
+    """SampleStream chunks computed ahead of the one being sent (0: the next chunk starts once
+    the transport took the last), so a client that stops reading stops the computing."""
+
+    stream_stall_s: float = Field(1.0, gt=0.0, le=3600.0)
+    """A stream whose chunk the transport has not taken after this many seconds drops the
+    chunks it computed ahead (recomputed, bit for bit, when the client reads again)."""
+
+    max_stream_chunk_bytes: int = Field(256 * 1024, ge=1024)
+    """Largest SampleStream message, in bytes (chunk_size is capped to fit, at least one image a
+    message): what a stream whose client stopped reading holds in the server (the message being
+    sent, in grpcio's buffer and the transport's)."""
 
     drain_grace_s: float = Field(20.0, ge=0.0)
     """On SIGTERM: seconds to let in-flight requests finish before the server stops."""
@@ -215,6 +233,10 @@ class Settings(BaseSettings):
         if PROVIDER_NAMES["cpu"] not in names:
             names.append(PROVIDER_NAMES["cpu"])
         return names
+
+    def resolved_max_batch_size(self, on_gpu: bool) -> int:
+        """`max_batch_size`, or its automatic value for sessions on a GPU or on the CPU."""
+        return self.max_batch_size or (GPU_MAX_BATCH if on_gpu else CPU_MAX_BATCH)
 
     def resolved_threads(self) -> int:
         """`threads`, or the CPUs this container may use when it is 0."""

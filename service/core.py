@@ -10,6 +10,7 @@ import asyncio
 import json
 import logging
 import weakref
+from collections import deque
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -17,9 +18,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from vaeserve.service import latent, rng
-from vaeserve.service.batching import Batcher, submit_all
+from vaeserve.service.batching import Batcher, Flow, submit_all
 from vaeserve.service.concepts import Concepts, ConceptsRead, LabelStats, read_concepts, required
 from vaeserve.service.config import Settings
+from vaeserve.service.echo import shown_list
 from vaeserve.service.errors import InvalidInput, LimitExceeded, StartupError
 from vaeserve.service.formats import MESSAGE_OVERHEAD, OutputFormat, image_bytes
 from vaeserve.service.metrics import Metrics
@@ -49,11 +51,14 @@ class Limits:
     max_images_per_request: int
     max_sample_n: int
     max_stream_n: int
+    stream_prefetch: int = 1
+    stream_stall_s: float = 1.0
+    max_stream_chunk_bytes: int = 256 * 1024
 
     @classmethod
-    def from_settings(cls, s: Settings) -> Limits:
+    def from_settings(cls, s: Settings, on_gpu: bool = False) -> Limits:
         return cls(
-            s.max_batch_size,
+            s.resolved_max_batch_size(on_gpu),
             s.max_delay_ms,
             s.batch_wait_when_idle,
             s.max_queue,
@@ -61,6 +66,9 @@ class Limits:
             s.max_images_per_request,
             s.max_sample_n,
             s.max_stream_n,
+            s.stream_prefetch,
+            s.stream_stall_s,
+            s.max_stream_chunk_bytes,
         )
 
 
@@ -182,7 +190,8 @@ class VaeCore:
             )
         repository.errors.update(errors)
         repository.models = served_specs(repository.models, runtimes)
-        return cls(repository, runtimes, Limits.from_settings(settings), metrics)
+        limits = Limits.from_settings(settings, any(r.on_gpu for r in runtimes))
+        return cls(repository, runtimes, limits, metrics)
 
     def start(self) -> None:
         """Start the batchers (needs the running event loop)."""
@@ -271,32 +280,62 @@ class VaeCore:
         deadline: float | None = None,
         concept: str = "",
     ) -> AsyncIterator[Sampled]:
-        """Sample in chunks, each under the message-size limit; the next chunk is computed
-        while the current one is being sent."""
+        """Sample in chunks, each under the message-size limit. At most `stream_prefetch` chunks
+        are computed ahead of the one the transport is sending (0: the next one starts once the
+        transport took the last), so a client that stops reading stops the computing; if the
+        transport has not taken a chunk after `stream_stall_s`, those computed ahead are
+        dropped, so a stalled stream holds only the chunk being sent. The chunks share one
+        batcher flow: a long stream gets its fair share and no more."""
         self._check_sample(n, temperature, offset, self.limits.max_stream_n, "SampleStream")
         around = _sampling_label(model, concept)
         chunk = self.chunk_rows(model.spec, fmt, chunk_size)
         seed = rng.random_seed() if seed is None else seed
-        starts = list(range(offset, offset + n, chunk))
+        flow = Flow()  # one caller for the batcher's fairness, however many chunks it asks for
+        end, ahead = offset + n, self.limits.stream_prefetch
+        pending: deque[tuple[int, asyncio.Task[Sampled]]] = deque()  # (first row, its chunk)
+        next_start = offset  # O(1) state: no list of chunk positions, whatever n and chunk are
 
-        def launch(start: int) -> asyncio.Task[Sampled]:
-            rows = min(chunk, offset + n - start)
-            return asyncio.ensure_future(
-                self._sample_rows(model, seed, temperature, start, rows, deadline, around)
-            )
+        def launch(limit: int) -> None:
+            nonlocal next_start
+            while len(pending) < limit and next_start < end:
+                rows = min(chunk, end - next_start)
+                task = asyncio.ensure_future(
+                    self._sample_rows(
+                        model, seed, temperature, next_start, rows, deadline, around, flow
+                    )
+                )
+                pending.append((next_start, task))
+                next_start += rows
 
-        pending = launch(starts[0])
+        def forget() -> None:
+            """The client stopped reading: drop the chunks computed ahead (rows are a function
+            of seed and position, so they are recomputed bit for bit when it reads again)."""
+            nonlocal next_start
+            if pending:
+                next_start = pending[0][0]
+            while pending:
+                pending.popleft()[1].cancel()
+
+        loop = asyncio.get_running_loop()
+        stalled: asyncio.TimerHandle | None = None
         try:
-            for i in range(len(starts)):
-                current = await pending
-                if i + 1 < len(starts):
-                    pending = launch(starts[i + 1])
-                yield current
+            launch(1)
+            while pending:
+                ready = [await pending.popleft()[1]]
+                launch(ahead)  # computed while this chunk is handed to the transport
+                stalled = loop.call_later(self.limits.stream_stall_s, forget)
+                yield ready.pop()  # popped: this frame keeps no reference while the send waits
+                stalled.cancel()
+                launch(1)
         finally:
-            pending.cancel()
+            if stalled is not None:
+                stalled.cancel()
+            for _, task in pending:
+                task.cancel()
 
     def chunk_rows(self, spec: ModelSpec, fmt: OutputFormat, requested: int = 0) -> int:
-        """Images per streamed message: requested (or max_batch_size), capped to fit."""
+        """Images per streamed message: requested (or max_batch_size), capped by max_batch_size,
+        by max_stream_chunk_bytes (what a stalled stream may hold) and by the message limit."""
         per_image = image_bytes(spec.image_shape, fmt) + 4 * spec.latent_dim
         fits = (self.limits.max_message_bytes - MESSAGE_OVERHEAD) // per_image
         if fits < 1:
@@ -304,9 +343,9 @@ class VaeCore:
                 f"one {fmt} image needs {per_image} bytes, over max_message_bytes "
                 f"{self.limits.max_message_bytes}"
             )
-        return max(
-            1, min(requested or self.limits.max_batch_size, self.limits.max_batch_size, fits)
-        )
+        budget = self.limits.max_stream_chunk_bytes // per_image
+        wanted = requested or self.limits.max_batch_size
+        return max(1, min(wanted, self.limits.max_batch_size, fits, budget))
 
     async def _sample_rows(
         self,
@@ -317,13 +356,14 @@ class VaeCore:
         n: int,
         deadline: float | None,
         around: LabelStats | None = None,
+        flow: Flow | None = None,
     ) -> Sampled:
         latents = rng.normal_rows(seed, offset, n, model.spec.latent_dim)
         if around is not None:  # N(mean_K, temperature^2 cov_K), row by row
             latents = latent.around(around.mean, around.factor, latents, temperature)
         elif temperature != 1.0:
             latents *= np.float32(temperature)
-        (images,) = await submit_all(model.decoder, latents, deadline)
+        (images,) = await submit_all(model.decoder, latents, deadline, flow)
         return Sampled(images, latents, seed, offset)
 
     # --- validation ---------------------------------------------------------------------
@@ -341,7 +381,7 @@ class VaeCore:
         want = (spec.image_shape[0], spec.image_shape[1], spec.image_shape[2])
         if images.ndim != 4 or tuple(images.shape[1:]) != want:
             raise InvalidInput(
-                f"images: shape {list(images.shape)}, but {spec.name} v{spec.version} takes "
+                f"images: shape {shown_list(images.shape)}, but {spec.name} v{spec.version} takes "
                 f"[N, {want[0]}, {want[1]}, {want[2]}] (N, channels, height, width)"
             )
         self._check_count(len(images), "images: number of images")
@@ -361,7 +401,7 @@ class VaeCore:
     def _check_latents(self, spec: ModelSpec, latents: np.ndarray) -> np.ndarray:
         if latents.ndim != 2 or latents.shape[1] != spec.latent_dim:
             raise InvalidInput(
-                f"latents: shape {list(latents.shape)}, but {spec.name} v{spec.version} has "
+                f"latents: shape {shown_list(latents.shape)}, but {spec.name} v{spec.version} has "
                 f"latent_dim {spec.latent_dim}: need [N, {spec.latent_dim}]"
             )
         if latents.dtype != np.float32:
@@ -380,7 +420,7 @@ class VaeCore:
             raise InvalidInput(
                 f"temperature: got {temperature}, need a finite value in [0, {MAX_TEMPERATURE:g}]"
             )
-        if offset + n > MAX_INDEX:
+        if offset + n >= MAX_INDEX:
             raise InvalidInput(f"offset + n must stay below 2**63, got {offset} + {n}")
 
     def _check_response(self, payload: int, *, n: int = 0, fmt: str = "") -> None:
@@ -423,7 +463,7 @@ def load_runtimes(
                     settings.ort_providers,
                     threads,
                     require_gpu=settings.require_gpu,
-                    warmup_batch=settings.max_batch_size,
+                    warmup_batch=settings.resolved_max_batch_size(on_gpu=True),
                     use=use,
                     options=options,
                 )

@@ -15,6 +15,7 @@ import numpy as np
 from vaeserve.service import latent
 from vaeserve.service.concepts import Vector, required
 from vaeserve.service.core import LoadedModel, VaeCore
+from vaeserve.service.echo import shown_list
 from vaeserve.service.errors import InvalidInput, LimitExceeded
 from vaeserve.service.formats import MESSAGE_OVERHEAD, OutputFormat, image_bytes
 
@@ -105,7 +106,8 @@ def _endpoint(model: LoadedModel, endpoint: Endpoint | None, name: str) -> Endpo
     if endpoint.kind == "latent":
         if x.shape != (1, spec.latent_dim):
             raise InvalidInput(
-                f"{what}: shape {list(x.shape)}, but {spec.name} v{spec.version} needs one latent "
+                f"{what}: shape {shown_list(x.shape)}, but {spec.name} v{spec.version} needs one "
+                f"latent "
                 f"[1, {spec.latent_dim}]"
             )
         if x.dtype != np.float32:
@@ -115,7 +117,8 @@ def _endpoint(model: LoadedModel, endpoint: Endpoint | None, name: str) -> Endpo
     elif x.shape != (1, *spec.image_shape):
         c, h, w = spec.image_shape
         raise InvalidInput(
-            f"{what}: shape {list(x.shape)}, but {spec.name} v{spec.version} needs one image "
+            f"{what}: shape {shown_list(x.shape)}, but {spec.name} v{spec.version} needs one "
+            "image "
             f"[1, {c}, {h}, {w}]"
         )
     return endpoint

@@ -1,7 +1,10 @@
 """VaeClient: numpy arrays in and out, deadlines on every call, retries on UNAVAILABLE.
 
 UNAVAILABLE means the request never ran (server starting, draining, connection lost), so it is
-safe to retry, with exponential backoff inside the call's deadline. A SampleStream interrupted
+safe to retry, with exponential backoff inside the call's deadline. So is a CANCELLED that the
+server sent (not one this process asked for): gRPC core cancels the calls that reach a server in
+the instant it stops (docs/reliability.md measures it), and every VaeService method is a pure
+function of its request, so running one twice is harmless. A SampleStream interrupted
 that way resumes from the first image not yet received (same seed, `offset`), so callers see one
 unbroken stream. Other errors are raised as grpc.RpcError; `.code()` and `.details()` say why.
 """
@@ -133,9 +136,10 @@ class VaeClient:
     """A blocking client for vaeserve.v1.VaeService. Use as a context manager, or call close().
 
     `timeout` is the default deadline of each call in seconds (streams: of the whole stream,
-    None = no deadline); `retries` is how many times UNAVAILABLE is retried. For a secured
-    server: `tls` (or `root_certificates`, PEM, to verify it by), `client_certificate` and
-    `client_key` (PEM) for mutual TLS, `token` for bearer-token authentication.
+    None = no deadline); `retries` is how many times a retryable error (UNAVAILABLE, or a
+    CANCELLED the server sent) is retried. For a secured server: `tls` (or
+    `root_certificates`, PEM, to verify it by), `client_certificate` and `client_key` (PEM) for
+    mutual TLS, `token` for bearer-token authentication.
     """
 
     def __init__(
@@ -271,7 +275,7 @@ class VaeClient:
         concept: str = "",
         timeout: float | None = None,
     ) -> Iterator[SampleResult]:
-        """Sample for large n, chunk by chunk, in order; resumes after UNAVAILABLE."""
+        """Sample for large n, chunk by chunk, in order; resumes after a retryable error."""
         deadline = _deadline(timeout)
         done, attempt = 0, 0
         while done < n:
@@ -456,14 +460,14 @@ class VaeClient:
                 self._backoff_or_raise(exc, attempt, deadline)
 
     def _backoff_or_raise(self, exc: grpc.RpcError, attempt: int, deadline: float | None) -> None:
-        """Sleep before retry `attempt` of an UNAVAILABLE call, or re-raise `exc`."""
-        if _code(exc) != grpc.StatusCode.UNAVAILABLE or attempt > self.retries:
+        """Sleep before retry `attempt` of a retryable call, or re-raise `exc`."""
+        if not retryable(exc) or attempt > self.retries:
             raise exc
         pause = min(self.max_backoff_s, self.backoff_s * 2 ** (attempt - 1))
         pause *= random.uniform(0.5, 1.0)  # jitter: replicas' clients do not retry in lockstep
         if deadline is not None and time.monotonic() + pause >= deadline:
             raise exc
-        log.debug("UNAVAILABLE from %s; retry %d in %.2fs", self.target, attempt, pause)
+        log.debug("%s from %s; retry %d in %.2fs", _code(exc), self.target, attempt, pause)
         time.sleep(pause)
 
 
@@ -495,6 +499,19 @@ def _sample_result(reply: pb.SampleResponse) -> SampleResult:
     images = to_array(reply.images, "images") if reply.HasField("images") else None
     png = list(reply.png) if reply.png else None
     return SampleResult(images, png, to_array(reply.latents, "latents"), reply.seed, reply.offset)
+
+
+LOCAL_CANCEL = "Locally cancelled"  # grpcio's details when this process cancelled the call
+
+
+def retryable(exc: grpc.RpcError) -> bool:
+    """UNAVAILABLE (the request never ran), or CANCELLED by the server (it was stopping)."""
+    code = _code(exc)
+    if code == grpc.StatusCode.UNAVAILABLE:
+        return True
+    details = getattr(exc, "details", None)
+    text = (details() if callable(details) else "") or ""
+    return code == grpc.StatusCode.CANCELLED and not text.startswith(LOCAL_CANCEL)
 
 
 def _code(exc: grpc.RpcError) -> grpc.StatusCode | None:

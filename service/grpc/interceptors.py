@@ -1,13 +1,22 @@
 """The one place where requests are admitted, counted, timed, and where every error becomes a
 gRPC status. Domain errors keep their message (it says what was wrong); anything unexpected
-becomes INTERNAL with a generic message and an id that finds the logged traceback."""
+becomes INTERNAL with a generic message and an id that finds the logged traceback.
+
+The token and admission (draining, loading, too many calls) are checked from the call's
+metadata before its body is read: a refused call is answered by a handler that never reads or
+parses the request, so an unauthenticated 30 MiB body costs no more than its flow-control
+window. A body that protobuf cannot parse is INVALID_ARGUMENT, counted like any other status,
+and logged at WARNING at most once per `UNDECODABLE_LOG_INTERVAL_S`, without a traceback.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import secrets
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 import grpc
@@ -19,14 +28,19 @@ from vaeserve.service.errors import (
     LimitExceeded,
     ModelNotFoundError,
     Overloaded,
+    ServiceError,
     Unauthenticated,
     Unavailable,
 )
 from vaeserve.service.metrics import Metrics
+from vaeserve.v1 import vae_pb2
 
 log = logging.getLogger(__name__)
 
-SERVICE_PREFIX = "/vaeserve.v1.VaeService/"
+SERVICE = vae_pb2.DESCRIPTOR.services_by_name["VaeService"]
+SERVICE_PREFIX = f"/{SERVICE.full_name}/"
+MAX_STATUS_MESSAGE = 1000  # characters: a status message always fits stock metadata limits
+UNDECODABLE_LOG_INTERVAL_S = 10.0
 
 # Domain error -> status code. Order matters only for subclasses (none overlap today).
 STATUS: tuple[tuple[type[BaseException], grpc.StatusCode], ...] = (
@@ -44,7 +58,10 @@ def status_for(exc: BaseException) -> tuple[grpc.StatusCode, str]:
     """The status code and client-facing message for an exception raised by a handler."""
     for kind, code in STATUS:
         if isinstance(exc, kind):
-            return code, str(exc)
+            message = str(exc)  # values from the client are already cut short where they appear
+            if len(message) > MAX_STATUS_MESSAGE:  # the last guard: never an unbounded status
+                message = message[: MAX_STATUS_MESSAGE - 3] + "..."
+            return code, message
     error_id = secrets.token_hex(4)
     log.error("internal error %s", error_id, exc_info=exc)
     return grpc.StatusCode.INTERNAL, f"internal error (id {error_id}); see the server log"
@@ -61,12 +78,14 @@ class ServerState:
         self._idle = asyncio.Event()
         self._idle.set()
 
-    def admit(self) -> None:
+    def admit(self, entering: bool = False) -> None:
+        """Raise unless a call may be served now. `entering`: asked before the call is counted
+        in `in_flight` (from its metadata, before its body is read); otherwise after."""
         if self.draining:
             raise Unavailable("server is shutting down; retry on another replica")
         if not self.ready:
             raise Unavailable("server is starting: models are still loading")
-        if self.max_in_flight is not None and self.in_flight > self.max_in_flight:
+        if self.max_in_flight is not None and self.in_flight + entering > self.max_in_flight:
             raise Overloaded(
                 f"too many concurrent requests: {self.max_in_flight} already in flight "
                 "(max_concurrent_requests); retry later"
@@ -99,19 +118,70 @@ def _ended_code(context: grpc.aio.ServicerContext) -> str:
     return "DEADLINE_EXCEEDED" if remaining is not None and remaining <= 0 else "CANCELLED"
 
 
+@dataclass(frozen=True)
+class Undecodable:
+    """What the lenient deserializer returns for a body protobuf cannot parse."""
+
+    message_type: str
+    size: int
+
+
+class RateLimitedLog:
+    """A WARNING at most once per `interval_s`, saying how many were suppressed meanwhile: a
+    flood of bad requests must not become a flood of log lines."""
+
+    def __init__(self, interval_s: float) -> None:
+        self.interval_s = interval_s
+        self._next = 0.0
+        self._suppressed = 0
+
+    def warning(self, message: str, *args: object) -> None:
+        now = time.monotonic()
+        if now < self._next:
+            self._suppressed += 1
+            return
+        more = f" ({self._suppressed} more since the last such line)" if self._suppressed else ""
+        log.warning(message + "%s", *args, more)
+        self._next, self._suppressed = now + self.interval_s, 0
+
+
+def lenient(deserialize: Callable[[bytes], Any], message_type: str) -> Callable[[bytes], Any]:
+    """The request deserializer, returning `Undecodable` instead of raising: grpcio would turn
+    the exception into UNKNOWN with the exception's class name and log a traceback."""
+
+    def parse(raw: bytes) -> Any:
+        try:
+            return deserialize(raw)
+        except Exception:  # DecodeError, or anything else protobuf raises on garbage
+            return Undecodable(message_type, len(raw))
+
+    return parse
+
+
 class ServiceInterceptor(grpc.aio.ServerInterceptor):
     """Wraps every VaeService method (not health or reflection) with authentication,
-    admission, metrics, in-flight counting and error mapping."""
+    admission, body checks, metrics, in-flight counting and error mapping."""
 
     def __init__(self, state: ServerState, metrics: Metrics, auth: TokenAuth | None = None) -> None:
         self.state = state
         self.metrics = metrics
         self.auth = auth
+        self.undecodable_log = RateLimitedLog(UNDECODABLE_LOG_INTERVAL_S)
 
     def _admit(self, context: grpc.aio.ServicerContext) -> None:
         if self.auth is not None:
             self.auth.check(context.invocation_metadata())
         self.state.admit()
+
+    def _refusal(self, details: grpc.HandlerCallDetails) -> ServiceError | None:
+        """Why a call must be refused before its body is read (None: read it)."""
+        try:
+            if self.auth is not None:
+                self.auth.check(details.invocation_metadata)  # type: ignore[attr-defined]
+            self.state.admit(entering=True)
+        except ServiceError as exc:
+            return exc
+        return None
 
     async def intercept_service(
         self,
@@ -123,38 +193,83 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):
         if handler is None or not method_path.startswith(SERVICE_PREFIX):
             return handler
         method = method_path.removeprefix(SERVICE_PREFIX)
+        refusal = self._refusal(handler_call_details)
+        if refusal is not None:
+            return self._refused(method, handler, refusal)
+        message_type = SERVICE.methods_by_name[method].input_type.full_name
+        deserializer = lenient(handler.request_deserializer, message_type)
         if handler.unary_unary is not None:
             return grpc.unary_unary_rpc_method_handler(
                 self._unary(method, handler.unary_unary),
-                request_deserializer=handler.request_deserializer,
+                request_deserializer=deserializer,
                 response_serializer=handler.response_serializer,
             )
-        if handler.unary_stream is not None:
+        if handler.unary_stream is not None:  # responses leave the wrapper serialized
             return grpc.unary_stream_rpc_method_handler(
-                self._stream(method, handler.unary_stream),
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
+                self._stream(method, handler.unary_stream, handler.response_serializer),
+                request_deserializer=deserializer,
             )
         return handler  # pragma: no cover - the service has no client-streaming methods
+
+    def _refused(
+        self, method: str, handler: grpc.RpcMethodHandler, refusal: ServiceError
+    ) -> grpc.RpcMethodHandler:
+        """A handler that answers `refusal` without reading the request: a request-streaming
+        handler, so grpcio never receives or parses the body (the wire is the same)."""
+
+        async def refuse(_requests: Any, context: grpc.aio.ServicerContext) -> Any:
+            with _Call(self, method, context, counted=False) as call:
+                await call.fail(refusal)
+
+        async def refuse_stream(_requests: Any, context: grpc.aio.ServicerContext) -> Any:
+            await refuse(_requests, context)
+            yield  # pragma: no cover - an async generator that never yields a response
+
+        if handler.unary_stream is not None:
+            return grpc.stream_stream_rpc_method_handler(
+                refuse_stream, response_serializer=handler.response_serializer
+            )
+        return grpc.stream_unary_rpc_method_handler(
+            refuse, response_serializer=handler.response_serializer
+        )
+
+    def _parsed(self, method: str, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        if isinstance(request, Undecodable):
+            self.undecodable_log.warning(
+                "%s: a body of %d bytes from %s is not a valid %s; answered INVALID_ARGUMENT",
+                method,
+                request.size,
+                context.peer(),
+                request.message_type,
+            )
+            raise InvalidInput(f"request is not a valid {request.message_type}")
+        return request
 
     def _unary(self, method: str, behavior: Callable[..., Any]) -> Callable[..., Any]:
         async def wrapper(request: Any, context: grpc.aio.ServicerContext) -> Any:
             with _Call(self, method, context) as call:
                 try:
                     self._admit(context)
-                    return await behavior(request, context)
+                    return await behavior(self._parsed(method, request, context), context)
                 except Exception as exc:
                     await call.fail(exc)
 
         return wrapper
 
-    def _stream(self, method: str, behavior: Callable[..., Any]) -> Callable[..., Any]:
+    def _stream(
+        self, method: str, behavior: Callable[..., Any], serialize: Callable[[Any], bytes]
+    ) -> Callable[..., Any]:
+        """Each response is serialized here and the message object dropped before the send
+        waits: a stream whose client stopped reading holds its bytes once, not twice."""
+
         async def wrapper(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
             with _Call(self, method, context) as call:
                 try:
                     self._admit(context)
-                    async for response in behavior(request, context):
-                        yield response
+                    async for response in behavior(self._parsed(method, request, context), context):
+                        data = serialize(response)
+                        del response
+                        yield data
                 except Exception as exc:
                     await call.fail(exc)
 
@@ -166,18 +281,25 @@ class _Call:
     before the status reaches the client (abort sends it at once)."""
 
     def __init__(
-        self, owner: ServiceInterceptor, method: str, context: grpc.aio.ServicerContext
+        self,
+        owner: ServiceInterceptor,
+        method: str,
+        context: grpc.aio.ServicerContext,
+        *,
+        counted: bool = True,
     ) -> None:
         self.owner = owner
         self.method = method
         self.context = context
+        self.counted = counted  # in the in-flight count the drain waits for (refusals are not)
         self.started = 0.0
         self.done = False
 
     def __enter__(self) -> _Call:
         self.started = asyncio.get_running_loop().time()
-        self.owner.state.enter()
-        self.owner.metrics.in_flight.inc()
+        if self.counted:
+            self.owner.state.enter()
+            self.owner.metrics.in_flight.inc()
         return self
 
     async def fail(self, exc: Exception) -> None:
@@ -197,8 +319,9 @@ class _Call:
         m = self.owner.metrics
         m.requests.labels(self.method, code).inc()
         m.latency.labels(self.method).observe(elapsed)
-        m.in_flight.dec()
-        self.owner.state.leave()
+        if self.counted:
+            m.in_flight.dec()
+            self.owner.state.leave()
 
     def __exit__(
         self, kind: type[BaseException] | None, exc: BaseException | None, _tb: Any

@@ -33,12 +33,32 @@ from vaeserve.service.reload import Reloader, ReloadResult, fingerprint
 from vaeserve.v1 import vae_pb2, vae_pb2_grpc
 
 log = logging.getLogger(__name__)
+GRPC_LOG = "grpc._cython.cygrpc"
 
 SERVICE_NAME: str = vae_pb2.DESCRIPTOR.services_by_name["VaeService"].full_name
 LIVENESS = ""
 READINESS = SERVICE_NAME
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+
+
+class ClientGoneFilter(logging.Filter):
+    """Drops grpcio's ERROR traceback for a stream whose client left while a message was being
+    sent (`ExecuteBatchError ... SendMessageOperation`): the interceptor already counts the call
+    as CANCELLED, and a client that opens and drops streams must not flood the log."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not record.getMessage().startswith("ExecuteBatchError raised in core by servicer"):
+            return True
+        exc = record.exc_info[1] if record.exc_info else None
+        return "SendMessageOperation" not in str(exc)
+
+
+def quiet_client_gone() -> None:
+    """Install ClientGoneFilter on grpcio's logger once per process."""
+    logger = logging.getLogger(GRPC_LOG)
+    if not any(isinstance(f, ClientGoneFilter) for f in logger.filters):
+        logger.addFilter(ClientGoneFilter())
 
 
 def server_options(settings: Settings) -> list[tuple[str, Any]]:
@@ -89,6 +109,7 @@ class VaeServer:
         # Paths only are logged above; the token and the key stay out of every log line.
         auth = TokenAuth(read_token(s.auth_token_file)) if s.auth_token_file else None
         credentials = server_credentials(s)
+        quiet_client_gone()
         self.grpc = grpc.aio.server(
             interceptors=[ServiceInterceptor(self.state, self.metrics, auth)],
             options=server_options(s),

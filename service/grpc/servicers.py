@@ -73,7 +73,9 @@ class VaeServicer(vae_pb2_grpc.VaeServiceServicer):
             model, request.n, chunk_size=request.chunk_size, deadline=deadline(context), **args
         )
         async for sampled in chunks:
-            yield cv.sample_response(model, sampled, await rendered(sampled.images, args["fmt"]))
+            out = [cv.sample_response(model, sampled, await rendered(sampled.images, args["fmt"]))]
+            del sampled  # while the send waits, only the message is held, not the arrays too
+            yield out.pop()
 
     async def GetModelInfo(
         self, request: pb.GetModelInfoRequest, context: Context

@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from vaeserve.service.echo import shown_list
 from vaeserve.service.errors import InvalidInput
 from vaeserve.v1 import vae_pb2 as pb
 
@@ -31,18 +32,20 @@ def to_array(tensor: pb.Tensor, what: str, present: bool = True) -> np.ndarray:
         )
     shape = list(tensor.shape)
     if not shape or any(d < 0 for d in shape):
-        raise InvalidInput(f"{what}: shape {shape} must list one or more dimensions, each >= 0")
+        raise InvalidInput(
+            f"{what}: shape {shown_list(shape)} must list one or more dimensions, each >= 0"
+        )
     dtype = DTYPES[tensor.dtype]
     expected = math.prod(shape) * dtype.itemsize
     if len(tensor.data) != expected:
         raise InvalidInput(
-            f"{what}: shape {shape} of {dtype.name} needs {expected} bytes of data, "
+            f"{what}: shape {shown_list(shape)} of {dtype.name} needs {expected} bytes of data, "
             f"got {len(tensor.data)}"
         )
     try:
         array = np.frombuffer(tensor.data, dtype=dtype).reshape(shape)
     except ValueError:  # e.g. [0, 2**62, 2**62]: no data, but numpy cannot index the shape
-        raise InvalidInput(f"{what}: shape {shape} is too large to address") from None
+        raise InvalidInput(f"{what}: shape {shown_list(shape)} is too large to address") from None
     return array.astype(dtype.newbyteorder("="), copy=False)
 
 

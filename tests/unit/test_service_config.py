@@ -84,7 +84,7 @@ def test_serve_flags_mirror_the_settings():
         {"providers": ""},
         {"providers": "cpu", "require_gpu": True},
         {"port": 70000},
-        {"max_batch_size": 0},
+        {"max_batch_size": -1},
         {"metrics_port": -2},
         {"log_level": "LOUD"},
         {"no_such_setting": 1},
