@@ -17,6 +17,8 @@ help:
 	@echo "make format  apply ruff's formatting and fixes"
 	@echo "make serve   serve the bundled MNIST model over gRPC on :8001 (metrics on :8002)"
 	@echo "make stubs   regenerate the gRPC stubs from protos/vaeserve/v1/vae.proto"
+	@echo "make bench   benchmarks: the service against in-process ONNX Runtime and PyTorch"
+	@echo "make chaos   hostile-load scenarios against a real server (docs/reliability.md)"
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -109,3 +111,12 @@ BENCH_ARGS ?=
 .PHONY: bench
 bench: venv
 	$(BIN)/python -m benchmarks.run $(BENCH_ARGS)
+
+# Hostile-load scenarios (docs/reliability.md, "Round two"): unread-stream floods with big Samples,
+# unread-stream memory, unauthenticated 30 MiB bodies. Prints each figure and its verdict and
+# writes benchmarks/results/chaos.json; exits 1 if a promise broke. CI runs short versions
+# (tests/integration/test_hostile_process.py).
+CHAOS_ARGS ?=
+.PHONY: chaos
+chaos: venv
+	$(BIN)/python -m benchmarks.chaos $(CHAOS_ARGS)

@@ -23,6 +23,20 @@ class ServerProcess:
     process: subprocess.Popen[bytes]
     target: str
     startup_s: float
+    metrics_port: int = 0
+
+    def metrics(self) -> dict[str, float]:
+        """One scrape of /metrics: {series: value}."""
+        from urllib.request import urlopen
+
+        url = f"http://127.0.0.1:{self.metrics_port}/metrics"
+        text = urlopen(url, timeout=10).read().decode()
+        values = {}
+        for line in text.splitlines():
+            if line and not line.startswith("#"):
+                series, value = line.rsplit(" ", 1)
+                values[series] = float(value)
+        return values
 
     def rss_mb(self) -> float:
         """Resident memory of the server process, from /proc (Linux)."""
@@ -79,7 +93,8 @@ def start_server(*args: str, timeout: float = 60.0) -> ServerProcess:
         if process.poll() is not None or time.perf_counter() > deadline:
             raise RuntimeError(f"server did not start: {' '.join(cmd)}")
         time.sleep(0.005)
-    target = f"127.0.0.1:{json.loads(port_file.read_text())['port']}"
+    ports = json.loads(port_file.read_text())
+    target = f"127.0.0.1:{ports['port']}"
     with grpc.insecure_channel(target) as channel:
         health = health_pb2_grpc.HealthStub(channel)
         while True:
@@ -93,4 +108,4 @@ def start_server(*args: str, timeout: float = 60.0) -> ServerProcess:
                 process.kill()
                 raise RuntimeError("server never became ready")
             time.sleep(0.005)
-    return ServerProcess(process, target, time.perf_counter() - t0)
+    return ServerProcess(process, target, time.perf_counter() - t0, ports["metrics_port"])
