@@ -8,7 +8,8 @@ Each scenario tries to break one promise of docs/reliability.md and prints what 
 - `unread-memory`: open, never-read SampleStream(n=1,000,000, chunk_size=1) calls. Promise: an
   open stream costs O(1) memory in n and chunk_size (at most 1 MiB of RSS each).
 - `unauthenticated-bodies`: concurrent 30 MiB bodies without a token to a token-protected server.
-  Promise: refused (UNAUTHENTICATED) before they are read or parsed, RSS almost unchanged.
+  Promise: refused (UNAUTHENTICATED) before they are read or parsed; RSS grows by less than
+  128 MiB (what the connections' flow-control windows take in), not by the bodies.
 
 Results go to benchmarks/results/chaos.json; docs/reliability.md quotes them. The load generator
 shares the machine's cores with the server, as it does in CI.
@@ -248,7 +249,8 @@ def unauthenticated_bodies(args: argparse.Namespace) -> dict[str, Any]:
         }
     finally:
         server.stop()
-    ok = set(result["codes"]) == {"UNAUTHENTICATED"} and result["rss_peak_growth_mib"] < 64
+    # The bound: what 8 connections' flow-control windows take in before the refusal, not bodies.
+    ok = set(result["codes"]) == {"UNAUTHENTICATED"} and result["rss_peak_growth_mib"] < 128
     result["verdict"] = "met" if ok else "MISSED"
     say(f"unauthenticated-bodies: {json.dumps(result)}")
     return result
