@@ -168,11 +168,6 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):
         self.auth = auth
         self.undecodable_log = RateLimitedLog(UNDECODABLE_LOG_INTERVAL_S)
 
-    def _admit(self, context: grpc.aio.ServicerContext) -> None:
-        if self.auth is not None:
-            self.auth.check(context.invocation_metadata())
-        self.state.admit()
-
     def _refusal(self, details: grpc.HandlerCallDetails) -> ServiceError | None:
         """Why a call must be refused before its body is read (None: read it)."""
         try:
@@ -249,7 +244,7 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):
         async def wrapper(request: Any, context: grpc.aio.ServicerContext) -> Any:
             with _Call(self, method, context) as call:
                 try:
-                    self._admit(context)
+                    self.state.admit()  # again, now that the call is counted
                     return await behavior(self._parsed(method, request, context), context)
                 except Exception as exc:
                     await call.fail(exc)
@@ -265,7 +260,7 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):
         async def wrapper(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
             with _Call(self, method, context) as call:
                 try:
-                    self._admit(context)
+                    self.state.admit()  # again, now that the call is counted
                     async for response in behavior(self._parsed(method, request, context), context):
                         data = serialize(response)
                         del response
