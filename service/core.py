@@ -51,9 +51,9 @@ class Limits:
     max_images_per_request: int
     max_sample_n: int
     max_stream_n: int
-    stream_prefetch: int = 1
-    stream_stall_s: float = 1.0
-    max_stream_chunk_bytes: int = 256 * 1024
+    stream_prefetch: int
+    stream_stall_s: float
+    max_stream_chunk_bytes: int
 
     @classmethod
     def from_settings(cls, s: Settings, on_gpu: bool = False) -> Limits:

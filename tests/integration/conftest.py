@@ -91,6 +91,19 @@ def server(tiny_repository: Path) -> Iterator[ServerThread]:
 
 
 @pytest.fixture(scope="session")
+def fp16_repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny model (same weights as `tiny_repository`) exported with its float16 variants.
+    Session-scoped: tests must not modify it."""
+    from tests.conftest import save_untrained_checkpoint
+    from vaeserve.export.onnx_export import export_model
+
+    root = tmp_path_factory.mktemp("fp16-repo")
+    ckpt = save_untrained_checkpoint(root.parent / f"{root.name}.pt")
+    export_model(ckpt, root, "tiny", 1, batch_sizes=(1, 3), fp16=True)
+    return root
+
+
+@pytest.fixture(scope="session")
 def channel(server: ServerThread) -> Iterator[grpc.Channel]:
     with grpc.insecure_channel(server.target) as ch:
         yield ch

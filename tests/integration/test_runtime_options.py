@@ -8,13 +8,11 @@ from __future__ import annotations
 import logging
 import subprocess
 import sys
-from pathlib import Path
 
 import grpc
 import numpy as np
 import pytest
 
-from tests.conftest import save_untrained_checkpoint
 from vaeserve.export.onnx_eval import cpu_session
 from vaeserve.service.grpc.tensors import to_array, to_tensor
 from vaeserve.v1 import vae_pb2 as pb
@@ -25,17 +23,6 @@ from .conftest import SERVE_CODE, running_server
 CPU = "CPUExecutionProvider"
 Z = np.random.default_rng(0).standard_normal((5, 3)).astype(np.float32)
 IMAGES = np.random.default_rng(1).random((5, 1, 12, 12), dtype=np.float32)
-
-
-@pytest.fixture(scope="module")
-def fp16_repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The tiny model (same weights as `tiny_repository`) exported with its float16 variants."""
-    from vaeserve.export.onnx_export import export_model
-
-    root = tmp_path_factory.mktemp("fp16-repo")
-    ckpt = save_untrained_checkpoint(root.parent / f"{root.name}.pt")
-    export_model(ckpt, root, "tiny", 1, batch_sizes=(1, 3), fp16=True)
-    return root
 
 
 def info(target: str) -> pb.GetModelInfoResponse:

@@ -45,17 +45,6 @@ def other_decoder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root / "tiny" / "1" / "decoder.onnx"
 
 
-@pytest.fixture(scope="module")
-def fp16_repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The tiny model exported with its float16 variants."""
-    from vaeserve.export.onnx_export import export_model
-
-    root = tmp_path_factory.mktemp("fp16-repo")
-    ckpt = save_untrained_checkpoint(root.parent / f"{root.name}.pt")
-    export_model(ckpt, root, "tiny", 1, batch_sizes=(1, 3), fp16=True)
-    return root
-
-
 def swap_after_scan(monkeypatch: pytest.MonkeyPatch, graph: Path, replacement: Path) -> list[Path]:
     """Replace `graph` by `replacement` right after the first repository scan that finds it
     (model.json untouched): the window between the scan's check and the load. Returns a list
