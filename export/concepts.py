@@ -18,6 +18,7 @@ import numpy as np
 import onnxruntime as ort
 
 from vaeserve.export.onnx_eval import cpu_session, run_batched
+from vaeserve.imaging import to_float
 from vaeserve.service.concepts import (
     CONCEPTS_JSON,
     FORMAT,
@@ -28,7 +29,7 @@ from vaeserve.service.concepts import (
     write_concepts,
 )
 from vaeserve.service.repository import ModelSpec, read_model
-from vaeserve.training.data import ImageData, load_dataset, to_float
+from vaeserve.training.data import ImageData, load_dataset
 
 log = logging.getLogger(__name__)
 

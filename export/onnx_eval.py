@@ -10,6 +10,8 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
+from vaeserve.imaging import to_float
+
 # float32 sigmoid outputs reach exactly 0 or 1 for large logits; clipping bounds the per-pixel
 # loss at -log(1e-7) ~ 16 nats instead of infinity (torch computes from logits and never clips).
 _PROB_EPS = 1e-7
@@ -42,7 +44,7 @@ def onnx_elbo(
 
     `images` are uint8 N x C x H x W. One posterior sample per image, drawn with numpy from `seed`.
     """
-    x = images.astype(np.float32) / 255.0
+    x = to_float(images)
     z_mean, z_log_var = run_batched(encoder, x)
     eps = np.random.default_rng(seed).standard_normal(z_mean.shape).astype(np.float32)
     z = z_mean + np.exp(0.5 * z_log_var) * eps

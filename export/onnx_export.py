@@ -30,6 +30,7 @@ from vaeserve import __version__
 from vaeserve.export import metadata as md
 from vaeserve.export.onnx_eval import cpu_session, onnx_elbo, run_batched
 from vaeserve.export.subpixel import rewrite_decoder
+from vaeserve.imaging import to_float
 from vaeserve.training.checkpoint import load_model, train_config_of
 from vaeserve.training.data import DatasetError
 from vaeserve.training.model import VAE
@@ -262,7 +263,7 @@ def _real_inputs(
         val = None
     if val is not None and len(val):
         picks = np.resize(np.arange(len(val)), count)  # repeat if fewer than `count`
-        images = val.images[picks].astype(np.float32) / 255.0
+        images = to_float(val.images[picks])
         return images, f"{len(val)} validation images of {cfg.data}", val.images
     with torch.no_grad():
         z = torch.randn(count, model.config.latent_dim, generator=torch.Generator().manual_seed(0))

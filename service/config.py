@@ -7,13 +7,10 @@ from __future__ import annotations
 import math
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
-
-if TYPE_CHECKING:  # the runtime imports onnxruntime: loaded only when options are built
-    from vaeserve.service.runtime import RuntimeOptions
 
 GPU_MAX_BATCH, CPU_MAX_BATCH = 256, 64  # max_batch_size 0 (auto) on each kind of session
 PROVIDER_NAMES = {"cuda": "CUDAExecutionProvider", "cpu": "CPUExecutionProvider"}
@@ -241,23 +238,6 @@ class Settings(BaseSettings):
     def resolved_threads(self) -> int:
         """`threads`, or the CPUs this container may use when it is 0."""
         return self.threads or available_cpus()
-
-    def runtime_options(self) -> RuntimeOptions:
-        """The session-building options these settings ask for (what load_runtime takes)."""
-        from vaeserve.service.runtime import RuntimeOptions
-
-        return RuntimeOptions(
-            cuda_device_id=self.cuda_device_id,
-            cudnn_conv_algo_search=self.cudnn_conv_algo_search,
-            gpu_mem_limit_mb=self.gpu_mem_limit_mb,
-            arena_extend_strategy=self.arena_extend_strategy,
-            tensorrt=self.tensorrt,
-            tensorrt_cache_dir=str(self.tensorrt_cache_dir) if self.tensorrt_cache_dir else None,
-            tensorrt_fp16=self.tensorrt_fp16,
-            io_binding=self.io_binding,
-            buckets=self.buckets,
-            fp16=self.fp16,
-        )
 
 
 def available_cpus(cgroup_root: Path = Path("/sys/fs/cgroup")) -> int:

@@ -16,6 +16,7 @@ from vaeserve.imaging import to_pil, to_uint8
 
 OutputFormat = Literal["float32", "uint8", "png"]
 FORMATS: tuple[OutputFormat, ...] = ("float32", "uint8", "png")
+DEFAULT_FORMAT: OutputFormat = "float32"  # what an unset format asks for
 # Protobuf framing of a message and its small fields, generously rounded up.
 MESSAGE_OVERHEAD = 4096
 

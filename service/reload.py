@@ -29,26 +29,20 @@ did not scan or load, and, when the reload failed, every served version not serv
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from vaeserve.service import loader
 from vaeserve.service.concepts import ConceptsRead, concepts_digest, read_concepts
-from vaeserve.service.config import Settings
-from vaeserve.service.core import LoadedModel, VaeCore, load_runtimes
 from vaeserve.service.errors import StartupError
 from vaeserve.service.metrics import Metrics
-from vaeserve.service.repository import (
-    ModelRepository,
-    ModelSpec,
-    RepositoryError,
-)
-from vaeserve.service.runtime import ModelRuntime
+from vaeserve.service.registry import Key, LoadedModel, ModelRegistry
+from vaeserve.service.repository import ModelSpec, RepositoryError
 
 log = logging.getLogger(__name__)
 
-Key = tuple[str, int]
 Fingerprint = tuple[tuple[str, int, int], ...]
 
 
@@ -92,15 +86,20 @@ def _served(table: dict[Key, LoadedModel]) -> list[str]:
 
 
 class Reloader:
-    """Reloads one core's models from its repository; one reload at a time."""
+    """Reloads one registry's models from its repository; one reload at a time."""
 
-    def __init__(self, core: VaeCore, settings: Settings, metrics: Metrics | None = None) -> None:
-        self.core = core
-        self.settings = settings
+    def __init__(self, registry: ModelRegistry, metrics: Metrics | None = None) -> None:
+        self.registry = registry
+        self.settings = registry.settings
         self.metrics = metrics
-        self.root = settings.repository_root()
-        self.closed = False  # set when the server stops: a reload in progress is discarded
+        self.root = registry.root
+        self.closed = False  # set by close(): a reload in progress is discarded
         self._lock = asyncio.Lock()
+
+    def close(self) -> None:
+        """The server is stopping: a reload in progress ends after the version it loads and
+        changes nothing; polling stops."""
+        self.closed = True
 
     async def reload(self, reason: str = "requested") -> ReloadResult:
         """One reload, logged and counted whatever happens (never raises but CancelledError)."""
@@ -112,7 +111,7 @@ class Reloader:
             exc_info = True
             error = f"{type(exc).__name__}: {exc}"
             result = ReloadResult(
-                "error", errors={"reload": error}, serving=_served(self.core.models)
+                "error", errors={"reload": error}, serving=_served(self.registry.table)
             )
         if self.metrics:
             self.metrics.reloads.labels(result.result).inc()
@@ -157,22 +156,21 @@ class Reloader:
         one not listed yet is added, `why` saying what became of it."""
         errors = dict(errors)
         if why:
-            for model in self.core.models.values():
+            for model in self.registry.table.values():
                 folder = str(model.spec.directory)
                 errors.setdefault(folder, f"{folder}: {why}; still served from memory")
-        if self.metrics:
-            self.metrics.report_model_errors(errors)
+        self.registry.report(errors)
         if exc is not None:
             errors[str(self.root)] = str(exc)
-        return ReloadResult("failed", errors=errors, serving=_served(self.core.models))
+        return ReloadResult("failed", errors=errors, serving=_served(self.registry.table))
 
     async def _reload(self) -> ReloadResult:
-        old = self.core.models
+        old = self.registry.table
         stopped = ReloadResult("stopped", serving=_served(old))
         if self.closed:
             return stopped
         try:
-            scanned = await asyncio.to_thread(ModelRepository(self.root).scan)
+            scanned = await asyncio.to_thread(loader.scan, self.root)
         except (RepositoryError, OSError) as exc:
             broken = getattr(exc, "errors", {})  # each version's own error, when there were any
             return self._failed(broken, exc, "not servable on disk (the reload's scan failed)")
@@ -190,7 +188,7 @@ class Reloader:
         errors = dict(scanned.errors)
         try:
             loaded, load_errors = await asyncio.to_thread(
-                _load_new, to_load, self.settings, self._stopping
+                loader.load_versions, to_load, self.settings, self._stopping
             )
         except StartupError as exc:  # --require-gpu and the new sessions are on the CPU
             errors.update((str(spec.directory), str(exc)) for spec in to_load)
@@ -199,36 +197,30 @@ class Reloader:
         concepts = await asyncio.to_thread(_changed_concepts, kept)
         if self.closed:  # the server is stopping: what was loaded is dropped
             return stopped
-        table = dict(kept)
+        table = {key: _with(model, concepts.get(key)) for key, model in kept.items()}
         for runtime, read in loaded:
-            table[(runtime.spec.name, runtime.spec.version)] = self.core.new_model(runtime, read)
+            table[(runtime.spec.name, runtime.spec.version)] = self.registry.wrap(runtime, read)
         for key, model in old.items():  # broken on disk now: keep serving it from memory
             if key not in table and str(model.spec.directory) in errors:
                 table[key] = model
         if not table:  # nothing new loaded, and the served folders are gone (broken ones are kept)
             return self._failed(errors, why="removed, and nothing else in the repository loaded")
-        for key, model in table.items():
-            if old.get(key) is not model:
-                model.encoder.start()
-                model.decoder.start()
-        for key, (loaded, digest) in concepts.items():  # same event-loop step as the swap
-            kept[key].concepts, kept[key].concepts_sha256 = loaded, digest
-        self.core.install(_repository(self.root, table, errors), table)
-        if self.metrics:
-            self.metrics.report_model_errors(errors)
-        added = [_label(k) for k in sorted(table) if old.get(k) is not table[k]]
+        self.registry.swap(list(table.values()), errors)  # one event-loop step: the whole table
+        changed = [k for k in sorted(table) if old.get(k) is not table[k]]
+        added = [_label(k) for k in changed if k not in concepts]
         removed = [_label(k) for k in sorted(old) if k not in table]
         reread = [_label(k) for k in sorted(concepts)]
         outcome = "partial" if errors else "ok" if added or removed or reread else "unchanged"
         return ReloadResult(outcome, added, removed, errors, _served(table), reread)
 
 
-def _load_new(
-    specs: list[ModelSpec], settings: Settings, stop: Callable[[], bool]
-) -> tuple[list[tuple[ModelRuntime, ConceptsRead]], dict[str, str]]:
-    """In the worker thread: load the new or changed versions, and read their concepts."""
-    runtimes, errors = load_runtimes(specs, settings, stop)
-    return [(runtime, read_concepts(runtime.spec)) for runtime in runtimes], errors
+def _with(model: LoadedModel, read: ConceptsRead | None) -> LoadedModel:
+    """A kept version, with its concepts read again when its concepts.json changed (same
+    sessions and batchers: only the concepts are new)."""
+    if read is None:
+        return model
+    concepts, digest = read
+    return dataclasses.replace(model, concepts=concepts, concepts_sha256=digest)
 
 
 def _changed_concepts(kept: dict[Key, LoadedModel]) -> dict[Key, ConceptsRead]:
@@ -244,14 +236,3 @@ def _changed_concepts(kept: dict[Key, LoadedModel]) -> dict[Key, ConceptsRead]:
 def _same(a: ModelSpec, b: ModelSpec) -> bool:
     """The same files as loaded: same folder and model.json (which holds each graph's sha256)."""
     return a.directory == b.directory and a.meta == b.meta
-
-
-def _repository(
-    root: Path, table: dict[Key, LoadedModel], errors: dict[str, str]
-) -> ModelRepository:
-    """A repository object listing exactly the served versions (what resolve() answers from)."""
-    repository = ModelRepository(root)
-    for (name, version), model in sorted(table.items()):
-        repository.models.setdefault(name, {})[version] = model.spec
-    repository.errors = dict(errors)
-    return repository

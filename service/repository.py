@@ -14,10 +14,11 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from importlib.resources import files
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from vaeserve.service.echo import shown
 
@@ -26,6 +27,7 @@ log = logging.getLogger(__name__)
 FORMAT = "vaeserve-model/1"
 MODEL_JSON = "model.json"
 GRAPHS = ("encoder", "decoder")
+T = TypeVar("T")
 
 
 class RepositoryError(ValueError):
@@ -227,23 +229,22 @@ class ModelRepository:
         self.models, self.errors = models, errors
         return self
 
-    @property
-    def default_name(self) -> str:
-        """The only model, or the first by name when there are several."""
-        return sorted(self.models)[0]
-
     def resolve(self, name: str | None = None, version: int | None = None) -> ModelSpec:
         """Empty name: the default model; empty version (None or 0): its highest version."""
-        name = name or self.default_name
-        versions = self.models.get(name)
-        if not versions:
-            raise ModelNotFoundError(
-                f"unknown model {shown(name)}; this server has {sorted(self.models)}"
-            )
-        if not version:
-            return versions[max(versions)]
-        if version not in versions:
-            raise ModelNotFoundError(
-                f"model {shown(name)} has no version {version}; it has {sorted(versions)}"
-            )
-        return versions[version]
+        return pick_version(self.models, name or "", version or 0)
+
+
+def pick_version(models: Mapping[str, Mapping[int, T]], name: str = "", version: int = 0) -> T:
+    """The one rule for what a request names: an empty name is the only model, or the first by
+    name when there are several; version 0 is the model's highest (Triton's default)."""
+    name = name or (min(models) if models else "")
+    versions = models.get(name)
+    if not versions:
+        raise ModelNotFoundError(f"unknown model {shown(name)}; this server has {sorted(models)}")
+    if not version:
+        return versions[max(versions)]
+    if version not in versions:
+        raise ModelNotFoundError(
+            f"model {shown(name)} has no version {version}; it has {sorted(versions)}"
+        )
+    return versions[version]

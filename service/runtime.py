@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
+from vaeserve.service.config import Settings
 from vaeserve.service.errors import StartupError
 from vaeserve.service.repository import (
     GRAPHS,
@@ -36,56 +37,38 @@ CUDA = "CUDAExecutionProvider"
 CPU = "CPUExecutionProvider"
 TENSORRT = "TensorrtExecutionProvider"
 GPU_PROVIDERS = (TENSORRT, CUDA)
+ORT_VERSION: str = ort.__version__
 
 
 class GraphLoadError(RuntimeError):
     """ONNX Runtime could not make a session from a graph's (checked) bytes; names the file."""
 
 
-@dataclass(frozen=True)
-class RuntimeOptions:
-    """How sessions are built beyond providers and threads: the GPU path's knobs.
+def cuda_options(s: Settings) -> dict[str, str]:
+    """The CUDA provider's options (device, cuDNN algorithm search, memory arena)."""
+    options = {
+        "device_id": str(s.cuda_device_id),
+        "cudnn_conv_algo_search": s.cudnn_conv_algo_search,
+        "arena_extend_strategy": s.arena_extend_strategy,
+    }
+    if s.gpu_mem_limit_mb:
+        options["gpu_mem_limit"] = str(s.gpu_mem_limit_mb * 1024 * 1024)
+    return options
 
-    `io_binding` and `buckets` are "auto" (on where a GPU provider is active), "on" or "off".
-    """
 
-    cuda_device_id: int = 0
-    # HEURISTIC asks cuDNN's heuristics once per shape: no benchmarking at start-up, and the
-    # same choice on every replica with the same GPU and cuDNN, so the same bytes for a seed.
-    cudnn_conv_algo_search: str = "HEURISTIC"
-    gpu_mem_limit_mb: int = 0  # 0: no limit
-    arena_extend_strategy: str = "kNextPowerOfTwo"
-    tensorrt: bool = False
-    tensorrt_cache_dir: str | None = None
-    tensorrt_fp16: bool = False
-    io_binding: str = "auto"
-    buckets: str = "auto"
-    fp16: bool = False  # serve the model's float16 variants (exported with --fp16)
-
-    def cuda_options(self) -> dict[str, str]:
-        options = {
-            "device_id": str(self.cuda_device_id),
-            "cudnn_conv_algo_search": self.cudnn_conv_algo_search,
-            "arena_extend_strategy": self.arena_extend_strategy,
-        }
-        if self.gpu_mem_limit_mb:
-            options["gpu_mem_limit"] = str(self.gpu_mem_limit_mb * 1024 * 1024)
-        return options
-
-    def tensorrt_options(self) -> dict[str, str]:
-        options = {
-            "device_id": str(self.cuda_device_id),
-            "trt_fp16_enable": str(self.tensorrt_fp16),
-        }
-        if self.tensorrt_cache_dir:
-            # Engines are built once per shape and reused across restarts.
-            options.update(
-                trt_engine_cache_enable="True",
-                trt_engine_cache_path=self.tensorrt_cache_dir,
-                trt_timing_cache_enable="True",
-                trt_timing_cache_path=self.tensorrt_cache_dir,
-            )
-        return options
+def tensorrt_options(s: Settings) -> dict[str, str]:
+    """The TensorRT provider's options; with a cache folder, engines are built once per shape
+    and reused across restarts."""
+    options = {"device_id": str(s.cuda_device_id), "trt_fp16_enable": str(s.tensorrt_fp16)}
+    if s.tensorrt_cache_dir:
+        cache = str(s.tensorrt_cache_dir)
+        options.update(
+            trt_engine_cache_enable="True",
+            trt_engine_cache_path=cache,
+            trt_timing_cache_enable="True",
+            trt_timing_cache_path=cache,
+        )
+    return options
 
 
 def batch_buckets(max_batch_size: int) -> list[int]:
@@ -181,17 +164,17 @@ def session_options(threads: int) -> ort.SessionOptions:
 
 
 def provider_list(
-    requested: list[str], options: RuntimeOptions | None = None
+    requested: list[str], settings: Settings | None = None
 ) -> list[str | tuple[str, dict[str, str]]]:
     """ORT's providers argument, in priority order: TensorRT (when enabled, before CUDA), CUDA
     with its options, the rest as names."""
-    options = options or RuntimeOptions()
+    s = settings or Settings()
     out: list[str | tuple[str, dict[str, str]]] = []
     for p in requested:
         if p == CUDA:
-            if options.tensorrt:
-                out.append((TENSORRT, options.tensorrt_options()))
-            out.append((CUDA, options.cuda_options()))
+            if s.tensorrt:
+                out.append((TENSORRT, tensorrt_options(s)))
+            out.append((CUDA, cuda_options(s)))
         elif p != TENSORRT:
             out.append(p)
     return out
@@ -232,20 +215,13 @@ def _session(
         raise GraphLoadError(f"{path.name}: {exc}") from exc
 
 
-def open_graph(
-    spec: ModelSpec,
-    graph: str,
-    requested: list[str],
-    threads: int,
-    options: RuntimeOptions | None = None,
-) -> GraphSession:
-    """Load one graph from bytes checked against model.json, and hold it to the signature
-    model.json promises."""
-    options = options or RuntimeOptions()
-    path, sha256 = graph_file(spec, graph, options.fp16)
+def open_graph(spec: ModelSpec, graph: str, use: list[str], settings: Settings) -> GraphSession:
+    """Load one graph from bytes checked against model.json, on the providers `use`, and hold
+    it to the signature model.json promises."""
+    path, sha256 = graph_file(spec, graph, settings.fp16)
     data = verified_bytes(path, sha256)
-    providers = provider_list(requested, options)
-    session = _session(path, data, session_options(threads), providers)
+    options = session_options(settings.resolved_threads())
+    session = _session(path, data, options, provider_list(use, settings))
     check_io(spec, graph, session.get_inputs(), session.get_outputs(), path)
     return GraphSession(
         graph,
@@ -261,34 +237,26 @@ def _resolve(switch: str, on_gpu: bool) -> bool:
     return switch == "on" or (switch == "auto" and on_gpu)
 
 
-def load_runtime(
-    spec: ModelSpec,
-    requested: list[str],
-    threads: int,
-    *,
-    require_gpu: bool = False,
-    warmup_batch: int = 1,
-    use: list[str] | None = None,
-    options: RuntimeOptions | None = None,
-) -> ModelRuntime:
+def load_runtime(spec: ModelSpec, settings: Settings, use: list[str] | None = None) -> ModelRuntime:
     """Open both graphs, check where they run, and warm them up (first runs allocate).
 
-    `requested` is what the settings ask for (reported); `use` what to try, when an earlier
-    model already found CUDA unusable (each failed CUDA attempt costs time and log noise).
-    `warmup_batch` is the largest batch the server runs (max_batch_size): every bucket up to it
-    is run once before the model is reported ready.
+    The settings' providers are what is reported as requested; `use` what to try, when an
+    earlier model already found CUDA unusable (each failed CUDA attempt costs time and log
+    noise). Every batch size the server will run, up to max_batch_size for where the sessions
+    landed, is run once before the model is reported ready.
     """
-    options = options or RuntimeOptions()
     start = time.perf_counter()
+    requested = settings.ort_providers
     use = requested if use is None else use
-    encoder = open_graph(spec, GRAPHS[0], use, threads, options)
+    encoder = open_graph(spec, GRAPHS[0], use, settings)
     providers = encoder.session.get_providers()
     if CUDA in use and not any(p in providers for p in GPU_PROVIDERS):
         use = [p for p in use if p != CUDA]
-    decoder = open_graph(spec, GRAPHS[1], use, threads, options)
-    precision = "fp16" if options.fp16 else "fp32"
+    decoder = open_graph(spec, GRAPHS[1], use, settings)
+    precision = "fp16" if settings.fp16 else "fp32"
+    threads = settings.resolved_threads()
     runtime = ModelRuntime(
-        spec, encoder, decoder, providers, requested, threads, precision, options.tensorrt
+        spec, encoder, decoder, providers, requested, threads, precision, settings.tensorrt
     )
     where = f"{spec.name} v{spec.version}"
     if runtime.gpu_fallback:
@@ -296,15 +264,15 @@ def load_runtime(
             f"{where}: CUDA was requested but ONNX Runtime runs on {providers} "
             "(no usable GPU or CUDA libraries)"
         )
-        if require_gpu:
+        if settings.require_gpu:
             raise StartupError(message + "; --require-gpu makes this fatal")
         log.warning("%s; serving on the CPU", message)
-    if options.tensorrt and TENSORRT not in providers:
+    if settings.tensorrt and TENSORRT not in providers:
         log.warning("%s: TensorRT was requested but is not active (providers %s)", where, providers)
-    buckets = batch_buckets(max(1, warmup_batch))
+    buckets = batch_buckets(settings.resolved_max_batch_size(runtime.on_gpu))
     for session in (encoder, decoder):
-        session.io_binding = _resolve(options.io_binding, runtime.on_gpu)
-        session.buckets = buckets if _resolve(options.buckets, runtime.on_gpu) else None
+        session.io_binding = _resolve(settings.io_binding, runtime.on_gpu)
+        session.buckets = buckets if _resolve(settings.buckets, runtime.on_gpu) else None
     warmup(runtime, buckets)
     log.info(
         "loaded %s from %s on %s (%s, io_binding %s, padded buckets %s, encoder sha256 %s, "

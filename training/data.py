@@ -382,8 +382,3 @@ def dataset_md5(path: Path) -> str | None:
             for chunk in iter(lambda fh=fh: fh.read(1 << 20), b""):
                 h.update(chunk)
     return h.hexdigest()
-
-
-def to_float(images: np.ndarray) -> np.ndarray:
-    """uint8 images to float32 in [0, 1], the range the graphs take."""
-    return images.astype(np.float32) / 255.0

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from vaeserve.imaging import latent_grid_points, save_grid, to_uint8
+from vaeserve.imaging import latent_grid_points, save_grid, to_float, to_uint8
 from vaeserve.training.data import ImageData
 from vaeserve.training.model import VAE
 
@@ -29,7 +29,7 @@ def write_pictures(model: VAE, data: ImageData, out_dir: Path, seed: int = 0) ->
     written.append(save_grid(_decode(model, z), out_dir / "samples.png", ncol=10, scale=scale))
 
     originals = data.images[:50]
-    x = torch.from_numpy(originals).float() / 255.0
+    x = torch.from_numpy(to_float(originals))
     recon = to_uint8(model.decode(model.encode(x)[0]).numpy())
     rows = []  # alternate rows: 10 originals, then their reconstructions
     for start in range(0, len(originals), 10):
@@ -60,7 +60,7 @@ def _decode(model: VAE, z: torch.Tensor) -> np.ndarray:
 def _encode_means(model: VAE, images: np.ndarray, batch: int = 1000) -> np.ndarray:
     out = []
     for start in range(0, len(images), batch):
-        x = torch.from_numpy(images[start : start + batch]).float() / 255.0
+        x = torch.from_numpy(to_float(images[start : start + batch]))
         out.append(model.encode(x)[0].numpy())
     return np.concatenate(out)
 

@@ -15,6 +15,13 @@ def to_uint8(images: np.ndarray) -> np.ndarray:
     return np.rint(np.clip(images, 0.0, 1.0) * 255.0).astype(np.uint8)
 
 
+def to_float(images: np.ndarray) -> np.ndarray:
+    """uint8 images (0..255) as float32 in [0, 1], the graphs' input range; float32 as is."""
+    if images.dtype == np.uint8:
+        return images.astype(np.float32) / np.float32(255.0)
+    return images
+
+
 def to_pil(image: np.ndarray) -> Image.Image:
     """One uint8 image, C x H x W with C of 1 or 3, as a Pillow image."""
     if image.shape[0] == 1:

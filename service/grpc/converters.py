@@ -1,44 +1,46 @@
-"""Protobuf <-> numpy and domain objects. Wire-format problems (unknown dtype, byte length that
-does not match the shape) are InvalidInput here; what the model needs is checked by the core."""
+"""Protobuf <-> the core's typed requests and results (`service/requests.py`). Wire-format
+problems (unknown dtype or enum value, byte length that does not match the shape) are
+InvalidInput here; what the model needs is checked by the core. One request converter and one
+response converter per RPC; nothing here reads sessions or settings."""
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import numpy as np
 
-from vaeserve import __version__
 from vaeserve.service.concepts import Concepts, Vector
-from vaeserve.service.core import Encoded, LoadedModel, Sampled, VaeCore
+from vaeserve.service.core import ModelDescription
 from vaeserve.service.errors import InvalidInput
-from vaeserve.service.formats import OutputFormat, Rendered
+from vaeserve.service.formats import DEFAULT_FORMAT, OutputFormat, Rendered
+from vaeserve.service.formats import FORMATS as OUTPUT_FORMATS
 from vaeserve.service.grpc.tensors import to_array, to_tensor
 from vaeserve.service.latent import Method
-from vaeserve.service.latent_ops import Decoded, Endpoint
+from vaeserve.service.registry import LoadedModel
+from vaeserve.service.requests import (
+    Decoded,
+    DecodeRequest,
+    EditRequest,
+    Encoded,
+    EncodeRequest,
+    Endpoint,
+    InterpolateRequest,
+    Sampled,
+    SampleRequest,
+)
 from vaeserve.v1 import vae_pb2 as pb
 
-__all__ = [
-    "concepts_response",
-    "decode_response",
-    "decoded_response",
-    "edit_args",
-    "encode_response",
-    "endpoint",
-    "interpolate_args",
-    "interpolation_method",
-    "model_info",
-    "output_format",
-    "sample_args",
-    "sample_response",
-    "to_array",
-    "to_tensor",
-]
 
+def format_value(fmt: OutputFormat) -> int:
+    """The ImageFormat enum value of an output format ("png" <-> IMAGE_FORMAT_PNG)."""
+    return pb.ImageFormat.Value("IMAGE_FORMAT_" + fmt.upper())
+
+
+# Derived from the proto enum and formats.FORMATS, so a new format needs no edit here.
 FORMATS: dict[int, OutputFormat] = {
-    pb.IMAGE_FORMAT_UNSPECIFIED: "float32",
-    pb.IMAGE_FORMAT_FLOAT32: "float32",
-    pb.IMAGE_FORMAT_UINT8: "uint8",
-    pb.IMAGE_FORMAT_PNG: "png",
+    pb.IMAGE_FORMAT_UNSPECIFIED: DEFAULT_FORMAT,
+    **{format_value(fmt): fmt for fmt in OUTPUT_FORMATS},
 }
 
 
@@ -56,15 +58,28 @@ def temperature_of(request: pb.SampleRequest) -> float:
     return float(request.temperature) if request.HasField("temperature") else 1.0
 
 
-def sample_args(request: pb.SampleRequest) -> dict[str, Any]:
-    """The keyword arguments of VaeCore.sample / sample_stream for a SampleRequest."""
-    return {
-        "seed": seed_of(request),
-        "temperature": temperature_of(request),
-        "offset": request.offset,
-        "fmt": output_format(request.format),
-        "concept": request.concept,
-    }
+def encode_request(request: pb.EncodeRequest) -> EncodeRequest:
+    images = to_array(request.images, "images", request.HasField("images"))
+    return EncodeRequest(images, sample=request.sample, seed=seed_of(request))
+
+
+def decode_request(request: pb.DecodeRequest) -> DecodeRequest:
+    fmt = output_format(request.format)
+    latents = to_array(request.latents, "latents", request.HasField("latents"))
+    return DecodeRequest(latents, fmt)
+
+
+def sample_request(request: pb.SampleRequest) -> SampleRequest:
+    """A SampleRequest, for Sample and SampleStream (which alone reads chunk_size)."""
+    return SampleRequest(
+        n=request.n,
+        seed=seed_of(request),
+        temperature=temperature_of(request),
+        offset=request.offset,
+        fmt=output_format(request.format),
+        concept=request.concept,
+        chunk_size=request.chunk_size,
+    )
 
 
 METHODS: dict[int, Method] = {
@@ -89,25 +104,23 @@ def endpoint(request: pb.InterpolateRequest, side: str) -> Endpoint | None:
     return Endpoint(kind, to_array(getattr(request, field), field), field)
 
 
-def interpolate_args(request: pb.InterpolateRequest) -> dict[str, Any]:
-    """The keyword arguments of latent_ops.interpolate for an InterpolateRequest."""
-    return {
-        "start": endpoint(request, "start"),
-        "end": endpoint(request, "end"),
-        "steps": request.steps,
-        "method": interpolation_method(request.method),
-        "fmt": output_format(request.format),
-    }
+def interpolate_request(request: pb.InterpolateRequest) -> InterpolateRequest:
+    return InterpolateRequest(
+        start=endpoint(request, "start"),
+        end=endpoint(request, "end"),
+        steps=request.steps,
+        method=interpolation_method(request.method),
+        fmt=output_format(request.format),
+    )
 
 
-def edit_args(request: pb.EditRequest) -> dict[str, Any]:
-    """The keyword arguments of latent_ops.edit for an EditRequest."""
-    return {
-        "images": to_array(request.images, "images", request.HasField("images")),
-        "concept": request.concept,
-        "alphas": list(request.alphas),
-        "fmt": output_format(request.format),
-    }
+def edit_request(request: pb.EditRequest) -> EditRequest:
+    return EditRequest(
+        images=to_array(request.images, "images", request.HasField("images")),
+        concept=request.concept,
+        alphas=tuple(request.alphas),
+        fmt=output_format(request.format),
+    )
 
 
 def encode_response(model: LoadedModel, encoded: Encoded) -> pb.EncodeResponse:
@@ -192,43 +205,9 @@ def _put_images(response: Any, rendered: Rendered) -> None:
         response.images.CopyFrom(to_tensor(rendered.array))
 
 
-def model_info(core: VaeCore, model: LoadedModel) -> pb.GetModelInfoResponse:
-    import onnxruntime  # already loaded by the runtime; only its version is read here
-
-    spec, runtime, limits = model.spec, model.runtime, core.limits
-    return pb.GetModelInfoResponse(
-        name=spec.name,
-        version=spec.version,
-        latent_dim=spec.latent_dim,
-        image_shape=list(spec.image_shape),
-        # of the bytes really loaded (verified against model.json; fp16: the variants')
-        encoder_sha256=runtime.encoder.sha256,
-        decoder_sha256=runtime.decoder.sha256,
-        providers=runtime.providers,
-        requested_providers=[
-            p.removesuffix("ExecutionProvider").lower() for p in runtime.requested
-        ],
-        gpu_fallback=runtime.gpu_fallback,
-        threads=runtime.threads,
-        limits=pb.Limits(
-            max_batch_size=limits.max_batch_size,
-            max_delay_ms=limits.max_delay_ms,
-            max_queue=limits.max_queue,
-            max_message_bytes=limits.max_message_bytes,
-            max_images_per_request=limits.max_images_per_request,
-            max_sample_n=limits.max_sample_n,
-            max_stream_n=limits.max_stream_n,
-        ),
-        models=[
-            pb.ModelVersion(name=name, version=version)
-            for name, versions in sorted(core.repository.models.items())
-            for version in sorted(versions)
-        ],
-        server_version=__version__,
-        onnxruntime_version=onnxruntime.__version__,
-        metadata_json=core.metadata_json(model),
-        precision=runtime.precision,
-        io_binding=runtime.decoder.io_binding,
-        batch_buckets=runtime.decoder.buckets or [],
-        tensorrt_requested=runtime.tensorrt,
-    )
+def model_info(description: ModelDescription) -> pb.GetModelInfoResponse:
+    """GetModelInfo's response: the description's fields are the message's."""
+    fields = {f.name: getattr(description, f.name) for f in dataclasses.fields(description)}
+    fields["limits"] = pb.Limits(**dataclasses.asdict(description.limits))
+    fields["models"] = [pb.ModelVersion(name=n, version=v) for n, v in description.models]
+    return pb.GetModelInfoResponse(**fields)

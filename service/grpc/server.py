@@ -151,8 +151,7 @@ class VaeServer:
         self.core = core
         self.core.start()
         self.servicer.core = self.core
-        self.reloader = Reloader(core, s, self.metrics)
-        self.metrics.report_model_errors(core.repository.errors)
+        self.reloader = Reloader(core.registry, self.metrics)
         if s.poll_repository_s > 0:
             self._watch = asyncio.ensure_future(self.reloader.watch(s.poll_repository_s, baseline))
         self.state.ready = True
@@ -217,7 +216,7 @@ class VaeServer:
 
     async def _teardown(self, grace: float) -> None:
         if self.reloader is not None:  # a reload in progress ends after the version it loads
-            self.reloader.closed = True
+            self.reloader.close()
         if self._watch is not None:
             self._watch.cancel()
         await self.health.enter_graceful_shutdown()

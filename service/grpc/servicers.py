@@ -41,57 +41,45 @@ class VaeServicer(vae_pb2_grpc.VaeServiceServicer):
 
     async def Encode(self, request: pb.EncodeRequest, context: Context) -> pb.EncodeResponse:
         model = self.core.resolve(request.model, request.version)
-        images = cv.to_array(request.images, "images", request.HasField("images"))
-        encoded = await self.core.encode(
-            model,
-            images,
-            sample=request.sample,
-            seed=cv.seed_of(request),
-            deadline=deadline(context),
-        )
+        encoded = await self.core.encode(model, cv.encode_request(request), deadline(context))
         return cv.encode_response(model, encoded)
 
     async def Decode(self, request: pb.DecodeRequest, context: Context) -> pb.DecodeResponse:
-        model, fmt = (
-            self.core.resolve(request.model, request.version),
-            cv.output_format(request.format),
-        )
-        latents = cv.to_array(request.latents, "latents", request.HasField("latents"))
-        images = await self.core.decode(model, latents, fmt, deadline(context))
-        return cv.decode_response(model, await rendered(images, fmt))
+        model = self.core.resolve(request.model, request.version)
+        call = cv.decode_request(request)
+        images = await self.core.decode(model, call, deadline(context))
+        return cv.decode_response(model, await rendered(images, call.fmt))
 
     async def Sample(self, request: pb.SampleRequest, context: Context) -> pb.SampleResponse:
-        model, args = self.core.resolve(request.model, request.version), cv.sample_args(request)
-        sampled = await self.core.sample(model, request.n, deadline=deadline(context), **args)
-        return cv.sample_response(model, sampled, await rendered(sampled.images, args["fmt"]))
+        model = self.core.resolve(request.model, request.version)
+        call = cv.sample_request(request)
+        sampled = await self.core.sample(model, call, deadline(context))
+        return cv.sample_response(model, sampled, await rendered(sampled.images, call.fmt))
 
     async def SampleStream(
         self, request: pb.SampleRequest, context: Context
     ) -> AsyncIterator[pb.SampleResponse]:
-        model, args = self.core.resolve(request.model, request.version), cv.sample_args(request)
-        chunks = self.core.sample_stream(
-            model, request.n, chunk_size=request.chunk_size, deadline=deadline(context), **args
-        )
-        async for sampled in chunks:
-            out = [cv.sample_response(model, sampled, await rendered(sampled.images, args["fmt"]))]
+        model = self.core.resolve(request.model, request.version)
+        call = cv.sample_request(request)
+        async for sampled in self.core.sample_stream(model, call, deadline(context)):
+            out = [cv.sample_response(model, sampled, await rendered(sampled.images, call.fmt))]
             del sampled  # while the send waits, only the message is held, not the arrays too
             yield out.pop()
 
     async def GetModelInfo(
         self, request: pb.GetModelInfoRequest, context: Context
     ) -> pb.GetModelInfoResponse:
-        return cv.model_info(self.core, self.core.resolve(request.model, request.version))
+        model = self.core.resolve(request.model, request.version)
+        return cv.model_info(self.core.describe(model))
 
     async def Interpolate(
         self, request: pb.InterpolateRequest, context: Context
     ) -> pb.InterpolateResponse:
-        model, args = (
-            self.core.resolve(request.model, request.version),
-            cv.interpolate_args(request),
-        )
-        path = await latent_ops.interpolate(self.core, model, deadline=deadline(context), **args)
-        png = await rendered(path.images, args["fmt"])
-        return cv.decoded_response(pb.InterpolateResponse(), model, path, png)
+        model = self.core.resolve(request.model, request.version)
+        call = cv.interpolate_request(request)
+        path = await latent_ops.interpolate(self.core, model, call, deadline(context))
+        images = await rendered(path.images, call.fmt)
+        return cv.decoded_response(pb.InterpolateResponse(), model, path, images)
 
     async def ListConcepts(
         self, request: pb.ListConceptsRequest, context: Context
@@ -99,7 +87,8 @@ class VaeServicer(vae_pb2_grpc.VaeServiceServicer):
         return cv.concepts_response(self.core.resolve(request.model, request.version))
 
     async def Edit(self, request: pb.EditRequest, context: Context) -> pb.EditResponse:
-        model, args = self.core.resolve(request.model, request.version), cv.edit_args(request)
-        edited = await latent_ops.edit(self.core, model, deadline=deadline(context), **args)
-        png = await rendered(edited.images, args["fmt"])
-        return cv.decoded_response(pb.EditResponse(), model, edited, png)
+        model = self.core.resolve(request.model, request.version)
+        call = cv.edit_request(request)
+        edited = await latent_ops.edit(self.core, model, call, deadline(context))
+        images = await rendered(edited.images, call.fmt)
+        return cv.decoded_response(pb.EditResponse(), model, edited, images)

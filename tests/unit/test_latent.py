@@ -24,7 +24,7 @@ from vaeserve.service.concepts import (
     sampling_factor,
 )
 from vaeserve.service.errors import InvalidInput
-from vaeserve.service.grpc.converters import interpolation_method, sample_args
+from vaeserve.service.grpc.converters import interpolation_method, sample_request
 from vaeserve.v1 import vae_pb2 as pb
 
 # Two or more dimensions: in one, opposite ends have no great circle (the line, tested below).
@@ -170,7 +170,7 @@ def test_malformed_concepts_json_is_refused(change, message):
 
 
 def test_converters_pass_concept_and_method():
-    assert sample_args(pb.SampleRequest(n=1, concept="label:3"))["concept"] == "label:3"
+    assert sample_request(pb.SampleRequest(n=1, concept="label:3")).concept == "label:3"
     assert interpolation_method(0) == "linear" and interpolation_method(2) == "spherical"
     with pytest.raises(InvalidInput, match="unknown InterpolationMethod value 5"):
         interpolation_method(5)

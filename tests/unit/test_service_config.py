@@ -10,7 +10,7 @@ from pydantic import ValidationError
 
 from vaeserve.cli import SERVE_FLAGS, build_parser, main, settings_from_args
 from vaeserve.service.config import Settings, _cgroup_quota, available_cpus
-from vaeserve.service.runtime import RuntimeOptions
+from vaeserve.service.runtime import cuda_options, tensorrt_options
 
 # The contract with deploy/k8s: these names and defaults must not change.
 CONTRACT = {
@@ -135,7 +135,7 @@ def test_docs_list_every_setting():
     assert not missing, f"docs/service.md lacks {missing}"
 
 
-# --- the GPU path's options: settings -> RuntimeOptions -> load_runtime ----------------------
+# --- the GPU path's options: settings -> load_runtime ------------------------------------------
 
 RUNTIME_ENV = {
     "VAESERVE_CUDA_DEVICE_ID": "1",
@@ -148,24 +148,43 @@ RUNTIME_ENV = {
     "VAESERVE_TENSORRT": "1",
     "VAESERVE_TENSORRT_FP16": "yes",
 }
+RUNTIME_FIELDS = (
+    "cuda_device_id", "cudnn_conv_algo_search", "gpu_mem_limit_mb", "arena_extend_strategy",
+    "tensorrt", "tensorrt_cache_dir", "tensorrt_fp16", "io_binding", "buckets", "fp16",
+)  # fmt: skip
 
 
-def test_runtime_defaults_are_the_runtimes_defaults():
-    # Two places hold defaults (Settings for the server, RuntimeOptions for load_runtime's other
-    # callers): they must agree, or the docs' single default column would be wrong for one.
-    assert Settings().runtime_options() == RuntimeOptions()
+def runtime_options(s: Settings) -> dict[str, object]:
+    """The session-building knobs of a Settings (load_runtime reads them from it directly)."""
+    return {name: getattr(s, name) for name in RUNTIME_FIELDS}
+
+
+def test_runtime_defaults():
+    # One place holds the defaults: the runtime reads them from Settings, restating none.
+    assert runtime_options(Settings()) == dict(
+        cuda_device_id=0,
+        cudnn_conv_algo_search="HEURISTIC",
+        gpu_mem_limit_mb=0,
+        arena_extend_strategy="kNextPowerOfTwo",
+        tensorrt=False,
+        tensorrt_cache_dir=None,
+        tensorrt_fp16=False,
+        io_binding="auto",
+        buckets="auto",
+        fp16=False,
+    )
 
 
 def test_runtime_options_from_the_environment(monkeypatch, tmp_path):
     for name, value in {**RUNTIME_ENV, "VAESERVE_TENSORRT_CACHE_DIR": str(tmp_path)}.items():
         monkeypatch.setenv(name, value)
-    assert Settings().runtime_options() == RuntimeOptions(
+    assert runtime_options(Settings()) == dict(
         cuda_device_id=1,
         cudnn_conv_algo_search="EXHAUSTIVE",
         gpu_mem_limit_mb=512,
         arena_extend_strategy="kSameAsRequested",
         tensorrt=True,
-        tensorrt_cache_dir=str(tmp_path),
+        tensorrt_cache_dir=tmp_path,
         tensorrt_fp16=True,
         io_binding="on",
         buckets="off",
@@ -184,18 +203,21 @@ def test_runtime_flags_override_the_environment(monkeypatch, tmp_path):
             str(tmp_path), "--no-tensorrt-fp16",
         ]
     )  # fmt: skip
-    options = settings_from_args(args).runtime_options()
-    assert options == RuntimeOptions(
+    settings = settings_from_args(args)
+    assert runtime_options(settings) == dict(
         cuda_device_id=2,
         cudnn_conv_algo_search="DEFAULT",
+        gpu_mem_limit_mb=0,
         arena_extend_strategy="kNextPowerOfTwo",
         tensorrt=True,  # from the environment: not overridden
-        tensorrt_cache_dir=str(tmp_path),
+        tensorrt_cache_dir=tmp_path,
+        tensorrt_fp16=False,
         io_binding="off",
         buckets="on",
+        fp16=False,
     )
-    assert options.tensorrt_options()["trt_engine_cache_path"] == str(tmp_path)
-    assert options.cuda_options() == {
+    assert tensorrt_options(settings)["trt_engine_cache_path"] == str(tmp_path)
+    assert cuda_options(settings) == {
         "device_id": "2",
         "cudnn_conv_algo_search": "DEFAULT",
         "arena_extend_strategy": "kNextPowerOfTwo",

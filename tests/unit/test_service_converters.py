@@ -13,8 +13,9 @@ from PIL import Image
 
 from vaeserve.service.errors import InvalidInput
 from vaeserve.service.formats import image_bytes, render
-from vaeserve.service.grpc.converters import output_format, sample_args
+from vaeserve.service.grpc.converters import output_format, sample_request
 from vaeserve.service.grpc.tensors import to_array, to_tensor
+from vaeserve.service.requests import SampleRequest
 from vaeserve.v1 import vae_pb2 as pb
 
 shapes = hnp.array_shapes(min_dims=1, max_dims=4, min_side=0, max_side=5)
@@ -67,18 +68,21 @@ def test_formats_and_sample_arguments():
     assert output_format(pb.IMAGE_FORMAT_PNG) == "png"
     with pytest.raises(InvalidInput, match="unknown ImageFormat value 9"):
         output_format(9)
-    args = sample_args(pb.SampleRequest(n=3))
-    assert args == {"seed": None, "temperature": 1.0, "offset": 0, "fmt": "float32", "concept": ""}
-    args = sample_args(
+    args = sample_request(pb.SampleRequest(n=3))
+    assert args == SampleRequest(
+        n=3, seed=None, temperature=1.0, offset=0, fmt="float32", concept=""
+    )
+    args = sample_request(
         pb.SampleRequest(n=3, seed=0, temperature=0.0, offset=5, format=2, concept="label:1")
     )
-    assert args == {
-        "seed": 0,
-        "temperature": 0.0,
-        "offset": 5,
-        "fmt": "uint8",
-        "concept": "label:1",
-    }
+    assert args == SampleRequest(
+        n=3,
+        seed=0,
+        temperature=0.0,
+        offset=5,
+        fmt="uint8",
+        concept="label:1",
+    )
 
 
 @settings(max_examples=25, deadline=None)
