@@ -9,7 +9,7 @@ PYTEST_ARGS ?= -n 2
 MNIST ?= ../shared/datasets/mnist/t10k-images-idx3-ubyte.gz
 RUN ?= runs/mnist
 
-.PHONY: help venv test lint format train train-mnist default-model serve stubs clean
+.PHONY: help venv test lint format train train-mnist default-model serve stubs docs-settings clean
 
 help:
 	@echo "make train   train a model (MNIST from ../shared if present, else generated shapes)"
@@ -17,6 +17,7 @@ help:
 	@echo "make format  apply ruff's formatting and fixes"
 	@echo "make serve   serve the bundled MNIST model over gRPC on :8001 (metrics on :8002)"
 	@echo "make stubs   regenerate the gRPC stubs from protos/vaeserve/v1/vae.proto"
+	@echo "make docs-settings  rewrite docs/service.md's settings table from Settings"
 	@echo "make bench   benchmarks: the service against in-process ONNX Runtime and PyTorch"
 	@echo "make chaos   hostile-load scenarios against a real server (docs/reliability.md)"
 
@@ -120,3 +121,6 @@ CHAOS_ARGS ?=
 .PHONY: chaos
 chaos: venv
 	$(BIN)/python -m benchmarks.chaos $(CHAOS_ARGS)
+
+docs-settings: venv
+	$(BIN)/python -m vaeserve.service.settings_doc --write docs/service.md

@@ -10,7 +10,7 @@ import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Literal, get_args, get_origin
 
 from vaeserve import __version__
 
@@ -133,59 +133,46 @@ def _export(args: argparse.Namespace) -> int:
     return 0
 
 
-# `vaeserve serve` flags: one per Settings field (tests/unit/test_service_config.py keeps them in
-# step). Defaults are None, so a flag left out falls through to VAESERVE_* and then the default.
-SERVE_FLAGS: dict[str, tuple[type | None, str]] = {
-    "repository": (Path, "model repository root; default: the bundled MNIST model"),
-    "host": (str, "bind address (default 0.0.0.0)"),
-    "port": (int, "gRPC port; 0 picks a free one (default 8001)"),
-    "metrics_port": (
-        int,
-        "Prometheus /metrics port; 0 disables, -1 picks a free one (default 8002)",
-    ),
-    "providers": (str, "ONNX Runtime providers, comma-separated from cuda,cpu (default cuda,cpu)"),
-    "require_gpu": (None, "fail at start-up when CUDA was asked for but does not work"),
-    "threads": (int, "intra-op threads per session; 0 = the CPUs this container may use"),
-    "max_batch_size": (int, "most images per ONNX Runtime run; 0 = 256 on a GPU, 64 on CPU"),
-    "max_delay_ms": (float, "how long a batch waits for more requests, ms (default 2)"),
-    "batch_wait_when_idle": (None, "always wait for a full batch or max_delay_ms (Triton policy)"),
-    "max_queue": (int, "request pieces waiting per graph before RESOURCE_EXHAUSTED (default 4096)"),
-    "max_message_bytes": (int, "largest gRPC message in bytes (default 32 MiB)"),
-    "max_images_per_request": (int, "most images or latents per Encode/Decode (default 1024)"),
-    "max_sample_n": (int, "largest n for Sample (default 1024)"),
-    "max_stream_n": (int, "largest n for SampleStream (default 1000000)"),
-    "stream_prefetch": (int, "stream chunks computed ahead of the one being sent (default 1)"),
-    "stream_stall_s": (float, "a stream not read for this long drops its prefetch (default 1)"),
-    "max_stream_chunk_bytes": (int, "largest SampleStream message in bytes (default 262144)"),
-    "drain_grace_s": (float, "seconds SIGTERM waits for in-flight requests (default 20)"),
-    "max_connection_age_s": (float, "close client connections after this long; 0 = never"),
-    "port_file": (Path, "write the bound ports as JSON to this file once ready"),
-    "log_level": (str, "DEBUG, INFO, WARNING or ERROR (default INFO)"),
-    "max_concurrent_requests": (int, "RPCs at once before RESOURCE_EXHAUSTED (default 1024)"),
-    "reflection": (None, "serve gRPC reflection (default on; --no-reflection turns it off)"),
-    "tls_cert": (Path, "PEM server certificate chain; with --tls-key the port speaks TLS"),
-    "tls_key": (Path, "PEM private key of --tls-cert"),
-    "tls_client_ca": (Path, "PEM CA that client certificates must chain to (mutual TLS)"),
-    "auth_token_file": (Path, "file with the bearer token VaeService calls must send"),
-    "poll_repository_s": (float, "reload when the repository changes, checked every S seconds"),
-    "cuda_device_id": (int, "CUDA device the sessions run on (default 0)"),
-    "cudnn_conv_algo_search": (str, "HEURISTIC, EXHAUSTIVE or DEFAULT (default HEURISTIC)"),
-    "gpu_mem_limit_mb": (int, "CUDA memory arena ceiling in MiB; 0 = no limit (default 0)"),
-    "arena_extend_strategy": (str, "kNextPowerOfTwo or kSameAsRequested (default kNextPowerOfTwo)"),
-    "io_binding": (str, "bind inputs/outputs to the sessions: auto (on with a GPU), on or off"),
-    "buckets": (str, "pad batches to warmed-up power-of-two sizes: auto (on with a GPU), on, off"),
-    "fp16": (None, "serve the float16 graph variants written by `vaeserve export --fp16`"),
-    "tensorrt": (None, "try the TensorRT provider before CUDA (needs cuda in --providers)"),
-    "tensorrt_cache_dir": (Path, "folder for TensorRT engine and timing caches"),
-    "tensorrt_fp16": (None, "let TensorRT use float16 kernels (with --tensorrt)"),
-}
+def serve_flags() -> dict[str, tuple[type | None, str]]:
+    """`vaeserve serve` flags, one per Settings field, derived from the field (its type, and its
+    docstring with the default and variable named), so a new setting needs no edit here.
+    Defaults are None: a flag left out falls through to VAESERVE_* and then the default."""
+    from vaeserve.service.config import Settings
+
+    flags: dict[str, tuple[type | None, str]] = {}
+    for name, field in Settings.model_fields.items():
+        text = " ".join((field.description or "").split())
+        first = text.split(". ")[0].rstrip(".")
+        choices = get_args(field.annotation) if get_origin(field.annotation) is Literal else ()
+        one_of = f"; one of {', '.join(map(str, choices))}" if choices else ""
+        default = "unset" if field.default is None else field.default
+        help_text = f"{first}{one_of} (default {default}; env VAESERVE_{name.upper()})"
+        flags[name] = (_flag_type(field.annotation), help_text.replace("%", "%%"))
+    return flags
+
+
+def _flag_type(annotation: Any) -> type | None:
+    """argparse type of a field: None for a switch (--x / --no-x), else int, float, Path or str
+    (Literals too: the model's validators fold case, so argparse does not check choices)."""
+    args = get_args(annotation)
+    if type(None) in args:  # X | None
+        annotation = next(a for a in args if a is not type(None))
+    if annotation is bool:
+        return None
+    return annotation if annotation in (int, float, Path) else str
+
+
+def __getattr__(name: str) -> Any:
+    if name == "SERVE_FLAGS":  # derived on use: pydantic is imported only by what needs it
+        return serve_flags()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def settings_from_args(args: argparse.Namespace) -> Settings:
     """The server's settings: the flags given, over VAESERVE_* variables, over the defaults."""
     from vaeserve.service.config import Settings
 
-    given = {name: getattr(args, f"serve_{name}") for name in SERVE_FLAGS}
+    given = {name: getattr(args, f"serve_{name}") for name in serve_flags()}
     return Settings(**{k: v for k, v in given.items() if v is not None})
 
 
@@ -538,7 +525,11 @@ def build_parser() -> argparse.ArgumentParser:
         "metrics. Each flag overrides its VAESERVE_* environment variable (e.g. --max-batch-size "
         "and VAESERVE_MAX_BATCH_SIZE). SIGTERM drains in-flight requests, then exits.",
     )
-    for name, (kind, text) in SERVE_FLAGS.items():
+    try:
+        flags = serve_flags()
+    except ModuleNotFoundError:  # no serve extra: `vaeserve serve` then says which to install
+        flags = {}
+    for name, (kind, text) in flags.items():
         flag, dest = "--" + name.replace("_", "-"), f"serve_{name}"
         if kind is None:
             p.add_argument(flag, dest=dest, action=argparse.BooleanOptionalAction, help=text)
