@@ -3,7 +3,8 @@
 Needs grpcio and protobuf, not onnxruntime: a client machine installs no runtime.
 """
 
-from vaeserve.service.client.client import (
+from vaeserve.service.client.client import VaeClient
+from vaeserve.service.client.results import (
     Concept,
     ConceptLabel,
     Concepts,
@@ -11,7 +12,6 @@ from vaeserve.service.client.client import (
     LatentImages,
     ModelInfo,
     SampleResult,
-    VaeClient,
 )
 
 __all__ = [

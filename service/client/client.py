@@ -16,7 +16,6 @@ import logging
 import random
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar, overload
 
 import grpc
@@ -25,6 +24,17 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from vaeserve.service.client import latent_map
 from vaeserve.service.client.credentials import open_channel
+from vaeserve.service.client.results import (
+    Concept,
+    ConceptLabel,
+    Concepts,
+    EncodeResult,
+    LatentImages,
+    ModelInfo,
+    SampleResult,
+    latent_images_of,
+    sample_result_of,
+)
 from vaeserve.service.grpc.tensors import to_array, to_tensor
 from vaeserve.v1 import vae_pb2 as pb
 from vaeserve.v1 import vae_pb2_grpc
@@ -32,10 +42,11 @@ from vaeserve.v1 import vae_pb2_grpc
 log = logging.getLogger(__name__)
 
 ImageFormat = Literal["float32", "uint8", "png"]
+# By name from the proto's enum (IMAGE_FORMAT_PNG -> "png"): a new format needs no edit here.
 FORMATS = {
-    "float32": pb.IMAGE_FORMAT_FLOAT32,
-    "uint8": pb.IMAGE_FORMAT_UINT8,
-    "png": pb.IMAGE_FORMAT_PNG,
+    name.removeprefix("IMAGE_FORMAT_").lower(): value
+    for name, value in pb.ImageFormat.items()
+    if name != "IMAGE_FORMAT_UNSPECIFIED"
 }
 METHODS = {
     "linear": pb.INTERPOLATION_METHOD_LINEAR,
@@ -43,93 +54,6 @@ METHODS = {
 }
 READINESS = "vaeserve.v1.VaeService"
 T = TypeVar("T")
-
-
-@dataclass
-class EncodeResult:
-    z_mean: np.ndarray
-    z_log_var: np.ndarray
-    z: np.ndarray | None
-    seed: int
-
-
-@dataclass
-class SampleResult:
-    """Images (array for float32/uint8, else None), PNG files (png format, else None), the
-    latents they were decoded from, the seed, and the index of the first image."""
-
-    images: np.ndarray | None
-    png: list[bytes] | None
-    latents: np.ndarray
-    seed: int
-    offset: int
-
-    def __len__(self) -> int:
-        return len(self.latents)
-
-
-@dataclass
-class LatentImages:
-    """Interpolate or Edit: images (array for float32/uint8, else None), PNG files (png format,
-    else None), and the latents they were decoded from, row for row."""
-
-    images: np.ndarray | None
-    png: list[bytes] | None
-    latents: np.ndarray
-
-    def __len__(self) -> int:
-        return len(self.latents)
-
-
-@dataclass
-class Concept:
-    """A named direction in latent space (ListConcepts), for `edit`."""
-
-    name: str
-    kind: str
-    description: str
-    vector: np.ndarray
-    norm: float
-
-
-@dataclass
-class ConceptLabel:
-    """Where the encoder puts one label's images: count, mean [L], covariance [L, L]."""
-
-    label: str
-    count: int
-    mean: np.ndarray
-    covariance: np.ndarray
-
-
-@dataclass
-class Concepts:
-    """A model's concepts: vectors by name, label statistics by label (both empty when the
-    model has no concepts.json), the dataset they came from and the encoder they describe."""
-
-    vectors: dict[str, Concept]
-    labels: dict[str, ConceptLabel]
-    dataset: str
-    encoder_sha256: str
-
-
-@dataclass
-class ModelInfo:
-    name: str
-    version: int
-    latent_dim: int
-    image_shape: tuple[int, int, int]
-    encoder_sha256: str
-    decoder_sha256: str
-    providers: list[str]
-    requested_providers: list[str]
-    gpu_fallback: bool
-    threads: int
-    limits: dict[str, Any]
-    models: list[tuple[str, int]]
-    server_version: str
-    onnxruntime_version: str
-    metadata: dict[str, Any] = field(repr=False)
 
 
 class VaeClient:
@@ -245,7 +169,9 @@ class VaeClient:
             format=FORMATS[format],
         )
         reply: pb.DecodeResponse = self._unary(self.stub.Decode, request, timeout)
-        return list(reply.png) if format == "png" else to_array(reply.images, "images")
+        if not reply.HasField("images"):  # an encoded format (png): one file per image
+            return list(reply.encoded)
+        return to_array(reply.images, "images")
 
     def sample(
         self,
@@ -261,7 +187,7 @@ class VaeClient:
         """n images from the prior, or with `concept` ("label:K") from the Gaussian fitted to
         where the encoder puts label K; the same seed gives the same images."""
         request = self._sample_request(n, seed, temperature, format, offset, 0, concept)
-        return _sample_result(self._unary(self.stub.Sample, request, timeout))
+        return sample_result_of(self._unary(self.stub.Sample, request, timeout))
 
     def sample_stream(
         self,
@@ -284,7 +210,7 @@ class VaeClient:
             )
             try:
                 for reply in self.stub.SampleStream(request, timeout=_left(deadline)):
-                    chunk = _sample_result(reply)
+                    chunk = sample_result_of(reply)
                     seed, done, attempt = chunk.seed, done + len(chunk), 0
                     yield chunk
                 return
@@ -340,7 +266,7 @@ class VaeClient:
             kind, array = _endpoint(value)
             getattr(request, f"{side}_{kind}").CopyFrom(to_tensor(array))
         reply: pb.InterpolateResponse = self._unary(self.stub.Interpolate, request, timeout)
-        return _latent_images(reply)
+        return latent_images_of(reply)
 
     def list_concepts(self, timeout: float | None = None) -> Concepts:
         """The model's concept vectors and label statistics (empty without concepts.json)."""
@@ -377,7 +303,7 @@ class VaeClient:
             alphas=[float(a) for a in alphas],
             format=FORMATS[format],
         )
-        return _latent_images(self._unary(self.stub.Edit, request, timeout))
+        return latent_images_of(self._unary(self.stub.Edit, request, timeout))
 
     def latent_map(
         self,
@@ -487,18 +413,6 @@ def _endpoint(value: np.ndarray) -> tuple[str, np.ndarray]:
         f"an interpolation end must be a latent ([L] or [1, L]) or an image ([C, H, W] or "
         f"[1, C, H, W]); got shape {list(array.shape)}"
     )
-
-
-def _latent_images(reply: pb.InterpolateResponse | pb.EditResponse) -> LatentImages:
-    images = to_array(reply.images, "images") if reply.HasField("images") else None
-    png = list(reply.png) if reply.png else None
-    return LatentImages(images, png, to_array(reply.latents, "latents"))
-
-
-def _sample_result(reply: pb.SampleResponse) -> SampleResult:
-    images = to_array(reply.images, "images") if reply.HasField("images") else None
-    png = list(reply.png) if reply.png else None
-    return SampleResult(images, png, to_array(reply.latents, "latents"), reply.seed, reply.offset)
 
 
 LOCAL_CANCEL = "Locally cancelled"  # grpcio's details when this process cancelled the call

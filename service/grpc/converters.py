@@ -199,8 +199,9 @@ def _vector(vector: Vector) -> pb.ConceptVector:
 
 
 def _put_images(response: Any, rendered: Rendered) -> None:
-    if rendered.png is not None:
-        response.png.extend(rendered.png)
+    if rendered.encoded is not None:
+        response.encoded.extend(rendered.encoded)
+        response.encoded_format = format_value(rendered.format)
     elif rendered.array is not None:
         response.images.CopyFrom(to_tensor(rendered.array))
 

@@ -11,7 +11,7 @@ import numpy as np
 
 from vaeserve.service import latent_ops
 from vaeserve.service.core import VaeCore
-from vaeserve.service.formats import OutputFormat, Rendered, render
+from vaeserve.service.formats import OutputFormat, Rendered, is_encoded, render
 from vaeserve.service.grpc import converters as cv
 from vaeserve.v1 import vae_pb2 as pb
 from vaeserve.v1 import vae_pb2_grpc
@@ -26,8 +26,8 @@ def deadline(context: Context) -> float | None:
 
 
 async def rendered(images: np.ndarray, fmt: OutputFormat) -> Rendered:
-    """PNG encoding is CPU work: off the event loop. Arrays are converted in place."""
-    if fmt == "png":
+    """Encoding files is CPU work: off the event loop. Arrays are converted in place."""
+    if is_encoded(fmt):
         return await asyncio.to_thread(render, images, fmt)
     return render(images, fmt)
 

@@ -274,8 +274,8 @@ def test_edit_rows_are_each_image_moved_by_each_alpha(lstub):
     png = lstub.Edit(
         pb.EditRequest(images=to_tensor(x8), concept="bars", alphas=alphas, format=3), timeout=10
     )
-    assert len(png.png) == 8 and not png.HasField("images")
-    assert Image.open(io.BytesIO(png.png[0])).size == (12, 12)
+    assert len(png.encoded) == 8 and not png.HasField("images")
+    assert Image.open(io.BytesIO(png.encoded[0])).size == (12, 12)
 
 
 @pytest.fixture(scope="module")

@@ -548,7 +548,9 @@ def test_decode(fuzz_stub):
         if reply is not None:
             n = request.latents.shape[0]
             if request.format == pb.IMAGE_FORMAT_PNG:
-                assert len(reply.png) == n and all(p.startswith(b"\x89PNG") for p in reply.png)
+                assert len(reply.encoded) == n and all(
+                    p.startswith(b"\x89PNG") for p in reply.encoded
+                )
             else:
                 assert list(reply.images.shape) == [n, *IMAGE]
 
@@ -674,7 +676,7 @@ def test_list_concepts(fuzz_stub):
 
 def _check_images(fmt: int, reply: pb.InterpolateResponse | pb.EditResponse, rows: int) -> None:
     if fmt == pb.IMAGE_FORMAT_PNG:
-        assert len(reply.png) == rows and all(p.startswith(b"\x89PNG") for p in reply.png)
+        assert len(reply.encoded) == rows and all(p.startswith(b"\x89PNG") for p in reply.encoded)
     else:
         assert list(reply.images.shape) == [rows, *IMAGE]
 
@@ -698,7 +700,9 @@ def _check_sampled(
         elif temperature != 1.0:
             expected = expected * np.float32(temperature)
         np.testing.assert_array_equal(latents, expected)
-        images = len(reply.png) if request.format == pb.IMAGE_FORMAT_PNG else reply.images.shape[0]
+        images = (
+            len(reply.encoded) if request.format == pb.IMAGE_FORMAT_PNG else reply.images.shape[0]
+        )
         assert images == rows
         offset += rows
     assert offset - request.offset == request.n

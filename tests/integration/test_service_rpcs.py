@@ -77,8 +77,8 @@ def test_decode_matches_onnxruntime_in_every_format(stub, direct):
     png = stub.Decode(
         pb.DecodeRequest(latents=to_tensor(z), format=pb.IMAGE_FORMAT_PNG), timeout=10
     )
-    assert len(png.png) == 9 and not png.HasField("images")
-    decoded = np.stack([np.asarray(Image.open(io.BytesIO(b)))[None] for b in png.png])
+    assert len(png.encoded) == 9 and not png.HasField("images")
+    decoded = np.stack([np.asarray(Image.open(io.BytesIO(b)))[None] for b in png.encoded])
     np.testing.assert_array_equal(decoded, got8)
 
 

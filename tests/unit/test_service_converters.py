@@ -96,13 +96,13 @@ def test_rendered_sizes_stay_under_the_bound(channels, side, seed):
     images = np.random.default_rng(seed).random((2, channels, side, side), dtype=np.float32)
     for fmt in ("float32", "uint8", "png"):
         out = render(images, fmt)
-        size = out.array.nbytes // 2 if out.array is not None else max(map(len, out.png))
+        size = out.array.nbytes // 2 if out.array is not None else max(map(len, out.encoded))
         assert size <= image_bytes((channels, side, side), fmt)
 
 
 def test_png_holds_the_uint8_values():
     images = np.random.default_rng(0).random((3, 3, 5, 4), dtype=np.float32)
     uint8 = render(images, "uint8").array
-    for k, png in enumerate(render(images, "png").png):
+    for k, png in enumerate(render(images, "png").encoded):
         decoded = np.asarray(Image.open(io.BytesIO(png))).transpose(2, 0, 1)
         np.testing.assert_array_equal(decoded, uint8[k])

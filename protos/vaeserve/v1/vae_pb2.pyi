@@ -89,16 +89,18 @@ class DecodeRequest(_message.Message):
     def __init__(self, model: _Optional[str] = ..., version: _Optional[int] = ..., latents: _Optional[_Union[Tensor, _Mapping]] = ..., format: _Optional[_Union[ImageFormat, str]] = ...) -> None: ...
 
 class DecodeResponse(_message.Message):
-    __slots__ = ("images", "png", "model", "version")
+    __slots__ = ("images", "encoded", "model", "version", "encoded_format")
     IMAGES_FIELD_NUMBER: _ClassVar[int]
-    PNG_FIELD_NUMBER: _ClassVar[int]
+    ENCODED_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
+    ENCODED_FORMAT_FIELD_NUMBER: _ClassVar[int]
     images: Tensor
-    png: _containers.RepeatedScalarFieldContainer[bytes]
+    encoded: _containers.RepeatedScalarFieldContainer[bytes]
     model: str
     version: int
-    def __init__(self, images: _Optional[_Union[Tensor, _Mapping]] = ..., png: _Optional[_Iterable[bytes]] = ..., model: _Optional[str] = ..., version: _Optional[int] = ...) -> None: ...
+    encoded_format: ImageFormat
+    def __init__(self, images: _Optional[_Union[Tensor, _Mapping]] = ..., encoded: _Optional[_Iterable[bytes]] = ..., model: _Optional[str] = ..., version: _Optional[int] = ..., encoded_format: _Optional[_Union[ImageFormat, str]] = ...) -> None: ...
 
 class SampleRequest(_message.Message):
     __slots__ = ("model", "version", "n", "seed", "temperature", "format", "offset", "chunk_size", "concept")
@@ -123,22 +125,24 @@ class SampleRequest(_message.Message):
     def __init__(self, model: _Optional[str] = ..., version: _Optional[int] = ..., n: _Optional[int] = ..., seed: _Optional[int] = ..., temperature: _Optional[float] = ..., format: _Optional[_Union[ImageFormat, str]] = ..., offset: _Optional[int] = ..., chunk_size: _Optional[int] = ..., concept: _Optional[str] = ...) -> None: ...
 
 class SampleResponse(_message.Message):
-    __slots__ = ("images", "png", "latents", "seed", "offset", "model", "version")
+    __slots__ = ("images", "encoded", "latents", "seed", "offset", "model", "version", "encoded_format")
     IMAGES_FIELD_NUMBER: _ClassVar[int]
-    PNG_FIELD_NUMBER: _ClassVar[int]
+    ENCODED_FIELD_NUMBER: _ClassVar[int]
     LATENTS_FIELD_NUMBER: _ClassVar[int]
     SEED_FIELD_NUMBER: _ClassVar[int]
     OFFSET_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
+    ENCODED_FORMAT_FIELD_NUMBER: _ClassVar[int]
     images: Tensor
-    png: _containers.RepeatedScalarFieldContainer[bytes]
+    encoded: _containers.RepeatedScalarFieldContainer[bytes]
     latents: Tensor
     seed: int
     offset: int
     model: str
     version: int
-    def __init__(self, images: _Optional[_Union[Tensor, _Mapping]] = ..., png: _Optional[_Iterable[bytes]] = ..., latents: _Optional[_Union[Tensor, _Mapping]] = ..., seed: _Optional[int] = ..., offset: _Optional[int] = ..., model: _Optional[str] = ..., version: _Optional[int] = ...) -> None: ...
+    encoded_format: ImageFormat
+    def __init__(self, images: _Optional[_Union[Tensor, _Mapping]] = ..., encoded: _Optional[_Iterable[bytes]] = ..., latents: _Optional[_Union[Tensor, _Mapping]] = ..., seed: _Optional[int] = ..., offset: _Optional[int] = ..., model: _Optional[str] = ..., version: _Optional[int] = ..., encoded_format: _Optional[_Union[ImageFormat, str]] = ...) -> None: ...
 
 class GetModelInfoRequest(_message.Message):
     __slots__ = ("model", "version")
@@ -239,18 +243,20 @@ class InterpolateRequest(_message.Message):
     def __init__(self, model: _Optional[str] = ..., version: _Optional[int] = ..., start_latent: _Optional[_Union[Tensor, _Mapping]] = ..., start_image: _Optional[_Union[Tensor, _Mapping]] = ..., end_latent: _Optional[_Union[Tensor, _Mapping]] = ..., end_image: _Optional[_Union[Tensor, _Mapping]] = ..., steps: _Optional[int] = ..., method: _Optional[_Union[InterpolationMethod, str]] = ..., format: _Optional[_Union[ImageFormat, str]] = ...) -> None: ...
 
 class InterpolateResponse(_message.Message):
-    __slots__ = ("images", "png", "latents", "model", "version")
+    __slots__ = ("images", "encoded", "latents", "model", "version", "encoded_format")
     IMAGES_FIELD_NUMBER: _ClassVar[int]
-    PNG_FIELD_NUMBER: _ClassVar[int]
+    ENCODED_FIELD_NUMBER: _ClassVar[int]
     LATENTS_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
+    ENCODED_FORMAT_FIELD_NUMBER: _ClassVar[int]
     images: Tensor
-    png: _containers.RepeatedScalarFieldContainer[bytes]
+    encoded: _containers.RepeatedScalarFieldContainer[bytes]
     latents: Tensor
     model: str
     version: int
-    def __init__(self, images: _Optional[_Union[Tensor, _Mapping]] = ..., png: _Optional[_Iterable[bytes]] = ..., latents: _Optional[_Union[Tensor, _Mapping]] = ..., model: _Optional[str] = ..., version: _Optional[int] = ...) -> None: ...
+    encoded_format: ImageFormat
+    def __init__(self, images: _Optional[_Union[Tensor, _Mapping]] = ..., encoded: _Optional[_Iterable[bytes]] = ..., latents: _Optional[_Union[Tensor, _Mapping]] = ..., model: _Optional[str] = ..., version: _Optional[int] = ..., encoded_format: _Optional[_Union[ImageFormat, str]] = ...) -> None: ...
 
 class ListConceptsRequest(_message.Message):
     __slots__ = ("model", "version")
@@ -319,15 +325,17 @@ class EditRequest(_message.Message):
     def __init__(self, model: _Optional[str] = ..., version: _Optional[int] = ..., images: _Optional[_Union[Tensor, _Mapping]] = ..., concept: _Optional[str] = ..., alphas: _Optional[_Iterable[float]] = ..., format: _Optional[_Union[ImageFormat, str]] = ...) -> None: ...
 
 class EditResponse(_message.Message):
-    __slots__ = ("images", "png", "latents", "model", "version")
+    __slots__ = ("images", "encoded", "latents", "model", "version", "encoded_format")
     IMAGES_FIELD_NUMBER: _ClassVar[int]
-    PNG_FIELD_NUMBER: _ClassVar[int]
+    ENCODED_FIELD_NUMBER: _ClassVar[int]
     LATENTS_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
+    ENCODED_FORMAT_FIELD_NUMBER: _ClassVar[int]
     images: Tensor
-    png: _containers.RepeatedScalarFieldContainer[bytes]
+    encoded: _containers.RepeatedScalarFieldContainer[bytes]
     latents: Tensor
     model: str
     version: int
-    def __init__(self, images: _Optional[_Union[Tensor, _Mapping]] = ..., png: _Optional[_Iterable[bytes]] = ..., latents: _Optional[_Union[Tensor, _Mapping]] = ..., model: _Optional[str] = ..., version: _Optional[int] = ...) -> None: ...
+    encoded_format: ImageFormat
+    def __init__(self, images: _Optional[_Union[Tensor, _Mapping]] = ..., encoded: _Optional[_Iterable[bytes]] = ..., latents: _Optional[_Union[Tensor, _Mapping]] = ..., model: _Optional[str] = ..., version: _Optional[int] = ..., encoded_format: _Optional[_Union[ImageFormat, str]] = ...) -> None: ...
