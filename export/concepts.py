@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
+from vaeserve.errors import UserError
 from vaeserve.export.onnx_eval import cpu_session, run_batched
 from vaeserve.imaging import to_float
 from vaeserve.service.concepts import (
@@ -34,7 +35,7 @@ from vaeserve.training.data import ImageData, load_dataset
 log = logging.getLogger(__name__)
 
 
-class ConceptBuildError(ValueError):
+class ConceptBuildError(UserError, ValueError):
     """The concepts cannot be built as asked (no labels, wrong image size, bad name)."""
 
 

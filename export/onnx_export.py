@@ -27,6 +27,7 @@ import torch
 from torch import nn
 
 from vaeserve import __version__
+from vaeserve.errors import UserError
 from vaeserve.export import metadata as md
 from vaeserve.export.onnx_eval import cpu_session, onnx_elbo, run_batched
 from vaeserve.export.subpixel import rewrite_decoder
@@ -43,7 +44,7 @@ NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 DEFAULT_BATCH_SIZES = (1, 7, 1024)
 
 
-class ExportError(ValueError):
+class ExportError(UserError, ValueError):
     """An export that failed a check; nothing was written to the repository."""
 
 

@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from vaeserve.errors import UserError
 from vaeserve.service.echo import shown
 from vaeserve.service.errors import InvalidInput
 from vaeserve.service.repository import ModelSpec
@@ -41,7 +42,7 @@ MAX_LISTED_LABELS = 16
 VECTOR_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.]{0,63}$")
 
 
-class ConceptsError(ValueError):
+class ConceptsError(UserError, ValueError):
     """A concepts.json that cannot be used; the message names the file and the problem."""
 
 

@@ -28,7 +28,7 @@ class Settings(BaseSettings):
     )
 
     repository: Path | None = None
-    """Model repository root (ROOT/NAME/VERSION/...); None serves the bundled MNIST model."""
+    """Model repository root (ROOT/NAME/VERSION/...); unset: the bundled MNIST model."""
 
     host: str = "0.0.0.0"
     """Address the gRPC server binds ("0.0.0.0" all IPv4, "[::]" all IPv6, "127.0.0.1" local)."""
@@ -103,7 +103,7 @@ class Settings(BaseSettings):
     """If set, write {"port": ..., "metrics_port": ...} as JSON here once the server is ready."""
 
     log_level: LogLevel = "INFO"
-    """Logging level of the server."""
+    """Logging level of the server (case does not matter)."""
 
     max_concurrent_requests: int = Field(1024, ge=1)
     """VaeService RPCs handled at once; beyond it new ones get RESOURCE_EXHAUSTED at once, so a

@@ -3,6 +3,7 @@ to a status code in one place, so the core can be reused behind another transpor
 
 from __future__ import annotations
 
+from vaeserve.errors import UserError
 from vaeserve.service.repository import ModelNotFoundError, RepositoryError
 
 __all__ = [
@@ -47,5 +48,8 @@ class Unauthenticated(ServiceError):
     """The call carries no valid credentials; the message never repeats what was sent."""
 
 
-class StartupError(RuntimeError):
-    """The server cannot start as configured (e.g. --require-gpu without a working GPU)."""
+class StartupError(UserError, RuntimeError):
+    """The server cannot start as configured (e.g. --require-gpu without a working GPU): one
+    line from `vaeserve serve`, exit status 1."""
+
+    exit_status = 1

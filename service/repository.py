@@ -20,6 +20,7 @@ from importlib.resources import files
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
+from vaeserve.errors import UserError
 from vaeserve.service.echo import shown
 
 log = logging.getLogger(__name__)
@@ -30,7 +31,7 @@ GRAPHS = ("encoder", "decoder")
 T = TypeVar("T")
 
 
-class RepositoryError(ValueError):
+class RepositoryError(UserError, ValueError):
     """A model folder that cannot be served; the message names the file and the problem.
 
     A scan that finds nothing servable carries each version folder's own error in `errors`

@@ -12,13 +12,14 @@ from typing import Any
 
 import torch
 
+from vaeserve.errors import UserError
 from vaeserve.training.config import ModelConfig, TrainConfig
 from vaeserve.training.model import VAE
 
 FORMAT = "vaeserve-checkpoint/1"
 
 
-class CheckpointError(ValueError):
+class CheckpointError(UserError, ValueError):
     """A checkpoint that is missing, unreadable or not a vaeserve checkpoint."""
 
 

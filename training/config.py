@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
+from vaeserve.errors import InputError
+
 
 @dataclass(frozen=True)
 class ModelConfig:
@@ -21,11 +23,11 @@ class ModelConfig:
 
     def __post_init__(self) -> None:
         if self.channels not in (1, 3):
-            raise ValueError(f"channels must be 1 or 3, got {self.channels}")
+            raise InputError(f"channels must be 1 or 3, got {self.channels}")
         if self.height < 2 or self.width < 2:
-            raise ValueError(f"image size must be at least 2x2, got {self.height}x{self.width}")
+            raise InputError(f"image size must be at least 2x2, got {self.height}x{self.width}")
         if self.latent_dim < 1:
-            raise ValueError(f"latent_dim must be >= 1, got {self.latent_dim}")
+            raise InputError(f"latent_dim must be >= 1, got {self.latent_dim}")
 
     @property
     def image_shape(self) -> tuple[int, int, int]:
@@ -65,19 +67,19 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         if self.epochs < 1:
-            raise ValueError(f"epochs must be >= 1, got {self.epochs}")
+            raise InputError(f"epochs must be >= 1, got {self.epochs}")
         if self.batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+            raise InputError(f"batch_size must be >= 1, got {self.batch_size}")
         if not 0.0 <= self.val_fraction < 1.0:
-            raise ValueError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
+            raise InputError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
         if self.lr <= 0:
-            raise ValueError(f"lr must be > 0, got {self.lr}")
+            raise InputError(f"lr must be > 0, got {self.lr}")
         if self.beta < 0:
-            raise ValueError(f"beta must be >= 0, got {self.beta}")
+            raise InputError(f"beta must be >= 0, got {self.beta}")
         if self.kl_warmup_epochs < 0:
-            raise ValueError(f"kl_warmup_epochs must be >= 0, got {self.kl_warmup_epochs}")
+            raise InputError(f"kl_warmup_epochs must be >= 0, got {self.kl_warmup_epochs}")
         if self.limit is not None and self.limit < 1:
-            raise ValueError(f"limit must be >= 1, got {self.limit}")
+            raise InputError(f"limit must be >= 1, got {self.limit}")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

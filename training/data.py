@@ -18,6 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
+from vaeserve.errors import UserError
+
 log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
@@ -34,7 +36,7 @@ _IDX_DTYPES = {
 }
 
 
-class DatasetError(ValueError):
+class DatasetError(UserError, ValueError):
     """A dataset file or folder that cannot be used; the message names it and says why."""
 
 

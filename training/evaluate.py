@@ -9,6 +9,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from vaeserve.errors import InputError
 from vaeserve.training.checkpoint import load_model, train_config_of
 from vaeserve.training.data import load_dataset
 from vaeserve.training.loss import iwae_bound
@@ -30,11 +31,13 @@ def evaluate(
     `split` picks `all` images of `data`, or the checkpoint's own `train`/`val` split (which
     needs the same data the run trained on; `data` defaults to it).
     """
+    if iw_samples < 1:
+        raise InputError(f"iw-samples must be >= 1, got {iw_samples}")
     model, state = load_model(checkpoint)
     c, h, w = model.config.image_shape
     if split == "all":
         if data is None:
-            raise ValueError("--data is needed with --split all")
+            raise InputError("--data is needed with --split all")
         images = load_dataset(data, channels=c, height=h, width=w).images
     elif split in ("train", "val"):
         cfg = train_config_of(state)
@@ -43,9 +46,9 @@ def evaluate(
         _, train_set, val_set = load_split(cfg, channels=c, height=h, width=w)
         images = (train_set if split == "train" else val_set).images
     else:
-        raise ValueError(f"unknown split {split!r}: use all, train or val")
+        raise InputError(f"unknown split {split!r}: use all, train or val")
     if len(images) == 0:
-        raise ValueError(f"the {split} split is empty")
+        raise InputError(f"the {split} split is empty")
 
     device = torch.device("cpu")
     elbo = evaluate_elbo(model, images, device, seed)

@@ -15,6 +15,7 @@ import torch
 from tqdm import tqdm
 
 from vaeserve import __version__
+from vaeserve.errors import UserError
 from vaeserve.training.checkpoint import load_checkpoint, save_checkpoint, train_config_of
 from vaeserve.training.config import ModelConfig, TrainConfig
 from vaeserve.training.data import ImageData, load_dataset, split_indices
@@ -28,7 +29,7 @@ METRICS = "metrics.json"
 EVAL_SEED = 0  # validation noise: its own fixed stream, so `vaeserve evaluate` reproduces it
 
 
-class DeviceUnavailable(ValueError):
+class DeviceUnavailable(UserError, ValueError):
     """The requested torch device cannot be used here."""
 
 

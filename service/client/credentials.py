@@ -12,6 +12,8 @@ from typing import Any, NamedTuple
 
 import grpc
 
+from vaeserve.errors import InputError
+
 
 class _CallDetails(NamedTuple):
     method: str
@@ -68,7 +70,7 @@ def open_channel(
     """A channel to `target`: TLS when `tls` or any certificate is given, else plaintext; with
     the bearer token on every call when `token` is given."""
     if (client_certificate is None) != (client_key is None):
-        raise ValueError("client_certificate and client_key go together (mutual TLS)")
+        raise InputError("client_certificate and client_key go together (mutual TLS)")
     if tls or root_certificates is not None or client_certificate is not None:
         credentials = grpc.ssl_channel_credentials(
             root_certificates=root_certificates,

@@ -17,6 +17,7 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
+from vaeserve.errors import UserError
 from vaeserve.imaging import save_grid
 from vaeserve.service.client.client import VaeClient
 
@@ -24,7 +25,7 @@ MANIFEST = "generate.json"
 CONTACT_SHEET = "contact_sheet.png"
 
 
-class GenerateError(ValueError):
+class GenerateError(UserError, ValueError):
     """The output folder belongs to another generation (seed, model or temperature)."""
 
 
@@ -90,7 +91,7 @@ def generate(
                 timeout=None,
             )
             for chunk in chunks:
-                for k, png in enumerate(chunk.png or []):
+                for k, png in enumerate(chunk.encoded or []):
                     _write_atomic(out / image_name(chunk.offset + k, n), png)
                 bar.update(len(chunk))
     sheet = None

@@ -8,6 +8,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from vaeserve.errors import InputError
+
 
 def read_image(spec: str, image_shape: tuple[int, int, int]) -> np.ndarray:
     """One image as uint8 [1, C, H, W] at the model's shape, from `FILE` (PNG, JPEG, ...) or
@@ -18,18 +20,18 @@ def read_image(spec: str, image_shape: tuple[int, int, int]) -> np.ndarray:
         from vaeserve.training.data import load_dataset
 
         if not index.isdigit():
-            raise ValueError(f"{spec}: '#' must be followed by an image index")
+            raise InputError(f"{spec}: '#' must be followed by an image index")
         data, i = load_dataset(path, channels=c, height=h, width=w), int(index)
         if i >= len(data):
-            raise ValueError(f"{spec}: index out of range (the dataset has {len(data)} images)")
+            raise InputError(f"{spec}: index out of range (the dataset has {len(data)} images)")
         return data.images[i : i + 1].copy()
     try:
         with Image.open(Path(path)) as opened:
             image = opened.convert("L" if c == 1 else "RGB")
     except (FileNotFoundError, UnidentifiedImageError) as exc:
-        raise ValueError(f"{path}: cannot read an image ({exc})") from None
+        raise InputError(f"{path}: cannot read an image ({exc})") from None
     if image.size != (w, h):
-        raise ValueError(
+        raise InputError(
             f"{path}: {image.width}x{image.height} pixels, but the model takes {w}x{h}"
         )
     array = np.asarray(image, dtype=np.uint8)

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from vaeserve.errors import InputError
 from vaeserve.imaging import image_grid, latent_grid_points
 from vaeserve.service.formats import MESSAGE_OVERHEAD, OutputFormat, image_bytes
 
@@ -26,16 +27,16 @@ def slice_latents(
     """grid x grid latents [grid * grid, latent_dim] (float32), row r column c at r * grid + c:
     dims[0] grows to the right, dims[1] upward; every other dimension is `point`'s value."""
     if grid < 1:
-        raise ValueError(f"grid must be at least 1, got {grid}")
+        raise InputError(f"grid must be at least 1, got {grid}")
     i, j = dims
     if not (0 <= i < latent_dim and 0 <= j < latent_dim) or i == j:
-        raise ValueError(
+        raise InputError(
             f"dims {list(dims)}: need two different dimensions in 0..{latent_dim - 1} "
             f"(the model's latent size is {latent_dim})"
         )
     base = np.zeros(latent_dim, np.float32) if point is None else np.asarray(point, np.float32)
     if base.shape != (latent_dim,) or not np.isfinite(base).all():
-        raise ValueError(f"point: need {latent_dim} finite numbers, got {list(base.shape)}")
+        raise InputError(f"point: need {latent_dim} finite numbers, got {list(base.shape)}")
     z = latent_grid_points(grid, latent_dim, (i, j))
     others = [k for k in range(latent_dim) if k not in (i, j)]
     z[:, others] = base[others]
@@ -50,7 +51,7 @@ def rows_per_request(
     fits = (max_message_bytes - MESSAGE_OVERHEAD) // image_bytes(image_shape, fmt)
     rows = min(max_images, fits)
     if rows < 1:
-        raise ValueError(f"one {fmt} image does not fit in max_message_bytes {max_message_bytes}")
+        raise InputError(f"one {fmt} image does not fit in max_message_bytes {max_message_bytes}")
     return int(rows)
 
 

@@ -115,3 +115,167 @@ def test_concepts_never_imports_torch(tmp_path):
     )  # fmt: skip
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert "model.json" in result.stderr and "torch" not in result.stderr
+
+
+# --- the error boundary: a UserError is one line, anything else a bug with its traceback -------
+
+
+def test_user_errors_share_one_base_and_carry_an_exit_status():
+    from vaeserve.cli import RpcFailed, UsageError
+    from vaeserve.errors import InputError, UserError
+    from vaeserve.export.concepts import ConceptBuildError
+    from vaeserve.service.client.generate import GenerateError
+    from vaeserve.service.concepts import ConceptsError
+    from vaeserve.service.errors import StartupError
+    from vaeserve.service.repository import RepositoryError
+    from vaeserve.training.data import DatasetError
+
+    for cls in (DatasetError, ConceptBuildError, GenerateError, ConceptsError, RepositoryError,
+                InputError):  # fmt: skip
+        assert issubclass(cls, UserError) and issubclass(cls, ValueError), cls
+        assert cls("x").exit_status == 2
+    assert issubclass(StartupError, RuntimeError) and StartupError("x").exit_status == 1
+    assert RpcFailed("x").exit_status == 1 and UsageError("x").exit_status == 2
+
+
+@pytest.fixture
+def failing_evaluate(monkeypatch):
+    """`vaeserve evaluate` whose handler raises the exception it is given (no torch needed)."""
+    import vaeserve.cli.train
+
+    def use(exc: BaseException) -> None:
+        def handler(args):
+            raise exc
+
+        monkeypatch.setattr(vaeserve.cli.train, "_evaluate", handler)
+
+    return use
+
+
+def test_a_user_error_is_one_line_and_exit_status_2(failing_evaluate, capsys):
+    from vaeserve.cli import main
+    from vaeserve.training.data import DatasetError
+
+    failing_evaluate(DatasetError("data.npz: contains no images"))
+    assert main(["evaluate", "--checkpoint", "c.pt"]) == 2
+    err = capsys.readouterr().err
+    assert err == "vaeserve evaluate: error: data.npz: contains no images\n"
+
+
+def test_debug_adds_the_traceback(failing_evaluate, capsys):
+    from vaeserve.cli import main
+    from vaeserve.cli.client import RpcFailed
+
+    failing_evaluate(RpcFailed("UNAVAILABLE: no server"))
+    assert main(["--debug", "evaluate", "--checkpoint", "c.pt"]) == 1
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert lines[0] == "Traceback (most recent call last):"
+    assert "RpcFailed: UNAVAILABLE: no server" in lines[-2]
+    assert lines[-1] == "vaeserve evaluate: error: UNAVAILABLE: no server"
+
+
+def test_a_bug_is_not_caught(failing_evaluate):
+    from vaeserve.cli import main
+
+    failing_evaluate(ValueError("a bug deep in the code"))
+    with pytest.raises(ValueError, match="a bug deep in the code"):
+        main(["evaluate", "--checkpoint", "c.pt"])
+
+
+def test_a_bug_in_a_handler_prints_its_traceback():
+    prelude = (
+        "import sys, vaeserve.cli.train as t\n"
+        "def bug(args):\n"
+        "    raise ValueError('a bug deep in the code')\n"
+        "t._evaluate = bug\n"
+    )
+    code = prelude + "from vaeserve.cli import main; sys.exit(main(sys.argv[1:]))"
+    result = subprocess.run(
+        [sys.executable, "-c", code, "evaluate", "--checkpoint", "c.pt"],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert result.returncode == 1  # Python's own exit status for an uncaught exception
+    lines = result.stderr.strip().splitlines()
+    assert lines[0] == "Traceback (most recent call last):" and len(lines) > 3
+    assert lines[-1] == "ValueError: a bug deep in the code"
+    assert "error:" not in result.stderr
+
+
+def test_a_bad_flag_value_deep_in_training_is_one_line(tmp_path):
+    result = run_cli("train", "--data", "x.npz", "--out", str(tmp_path / "r"), "--epochs", "0")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines() == [
+        "vaeserve train: error: epochs must be >= 1, got 0"
+    ]
+
+
+def test_an_unreadable_token_file_is_one_line_naming_the_flag(tmp_path):
+    missing = tmp_path / "no-token"
+    result = run_cli("list-concepts", "--token-file", str(missing))
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines() == [
+        f"vaeserve list-concepts: error: --token-file {missing}: cannot read it "
+        "(No such file or directory)"
+    ]
+
+
+def test_bad_batch_sizes_are_a_usage_error():
+    result = run_cli("export", "--checkpoint", "c.pt", "--repository", "r", "--name", "m",
+                     "--version", "1", "--batch-sizes", "1,x")  # fmt: skip
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "--batch-sizes: expected comma-separated integers, got '1,x'" in result.stderr
+
+
+# --- serve's flags come from Settings ----------------------------------------------------------
+
+
+def test_serve_flag_types_follow_the_field_annotations():
+    from pathlib import Path
+    from typing import Literal
+
+    from vaeserve.cli.serve import _flag_type
+
+    assert _flag_type("a", bool) == (None, ())
+    assert _flag_type("a", Path | None) == (Path, ())
+    assert _flag_type("a", int) == (int, ()) and _flag_type("a", float) == (float, ())
+    assert _flag_type("a", Literal["auto", "on", "off"]) == (str, ("auto", "on", "off"))
+    with pytest.raises(TypeError, match=r"Settings\.a"):
+        _flag_type("a", list[int])
+
+
+def test_serve_help_is_each_fields_docstring_default_and_variable():
+    from vaeserve.cli import SERVE_FLAGS
+    from vaeserve.service.config import Settings
+
+    for name, field in Settings.model_fields.items():
+        _, text = SERVE_FLAGS[name]
+        assert text.startswith(" ".join(field.description.split())), name
+        assert text.endswith(f"; env VAESERVE_{name.upper()})"), name
+    assert "(one of DEBUG, INFO, WARNING, ERROR; default: INFO;" in SERVE_FLAGS["log_level"][1]
+    assert "(default: unset; env VAESERVE_PORT_FILE)" in SERVE_FLAGS["port_file"][1]
+    assert "(default: true; env VAESERVE_REFLECTION)" in SERVE_FLAGS["reflection"][1]
+
+
+def test_without_the_serve_extra_help_works_and_serve_names_the_extra():
+    result = run_cli("--help", block="pydantic_settings")
+    assert result.returncode == 0 and "serve" in result.stdout
+    result = run_cli("serve", "--help", block="pydantic_settings")
+    assert result.returncode == 0 and "pip install 'vaeserve[serve]'" in result.stdout
+    result = run_cli("serve", "--port", "9000", "--no-reflection", block="pydantic_settings")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "'vaeserve serve' needs the 'serve' extra" in lines[0]
+
+
+def test_an_unknown_flag_is_still_refused():
+    result = run_cli("serve", "--no-such-flag")
+    assert result.returncode == 2 and "unrecognized arguments: --no-such-flag" in result.stderr
+
+
+def test_a_port_file_in_a_missing_folder_is_one_line(tmp_path):
+    port_file = tmp_path / "nowhere" / "ports.json"
+    result = run_cli("serve", "--providers", "cpu", "--port", "0", "--port-file", str(port_file))
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"vaeserve serve: error: port_file {port_file}: no folder {port_file.parent}"
+    )

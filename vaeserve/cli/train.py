@@ -1,0 +1,208 @@
+"""`vaeserve train`, `evaluate` and `export` (extra: train): training a VAE, scoring a
+checkpoint, and exporting it to ONNX in a model repository."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from vaeserve.cli.errors import UsageError, needs_extra
+
+
+def _train(args: argparse.Namespace) -> int:
+    with needs_extra("train", "train"):
+        from vaeserve.training.config import TrainConfig
+        from vaeserve.training.train import train
+
+        if args.data is None and not args.resume:
+            raise UsageError("--data is required (unless --resume continues a run)")
+        cfg = TrainConfig(
+            data=str(args.data or ""),
+            epochs=args.epochs,
+            batch_size=args.batch_size,
+            lr=args.lr,
+            beta=args.beta,
+            kl_warmup_epochs=args.kl_warmup,
+            seed=args.seed,
+            val_fraction=args.val_fraction,
+            limit=args.limit,
+            device=args.device,
+            num_threads=args.threads,
+        )
+        height, width = args.image_size or (None, None)
+        metrics = train(
+            cfg,
+            args.out,
+            latent_dim=args.latent_dim,
+            channels=args.channels,
+            height=height,
+            width=width,
+            resume=args.resume,
+            progress=not args.quiet,
+        )
+    print(json.dumps({"out": str(args.out), **metrics["final"]}, indent=2))
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    with needs_extra("train", "evaluate"):
+        from vaeserve.training.evaluate import evaluate
+
+        result = evaluate(
+            args.checkpoint,
+            args.data,
+            split=args.split,
+            iw_samples=args.iw_samples,
+            seed=args.seed,
+            progress=not args.quiet,
+        )
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    with needs_extra("train", "export"):
+        from vaeserve.export.onnx_export import export_model
+
+        result = export_model(
+            args.checkpoint,
+            args.repository,
+            args.name,
+            args.version,
+            batch_sizes=args.batch_sizes,
+            tolerance=args.tolerance,
+            optimize=args.optimize,
+            fp16=args.fp16,
+            data=args.data,
+            command=args.command_note,
+            force=args.force,
+        )
+    meta = result.meta
+    summary = {
+        "directory": str(result.directory),
+        "encoder_max_abs_diff": meta["parity"]["encoder_max_abs_diff"],
+        "decoder_max_abs_diff": meta["parity"]["decoder_max_abs_diff"],
+        "metrics": meta["metrics"],
+        "variants": sorted(meta["variants"]),
+    }
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
+def _image_size(text: str) -> tuple[int, int]:
+    """`28` or `32x48` (height x width)."""
+    try:
+        parts = [int(p) for p in text.lower().split("x")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected N or HxW, got {text!r}") from None
+    if len(parts) == 1:
+        parts *= 2
+    if len(parts) != 2 or min(parts) < 2:
+        raise argparse.ArgumentTypeError(f"expected N or HxW with sides >= 2, got {text!r}")
+    return parts[0], parts[1]
+
+
+def _batch_sizes(text: str) -> tuple[int, ...]:
+    """`1,7,1024`: the batch sizes export checks parity at."""
+    try:
+        return tuple(int(b) for b in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated integers, got {text!r}"
+        ) from None
+
+
+def add_parsers(sub: argparse._SubParsersAction) -> None:
+    """Add train, evaluate and export to the `vaeserve` parser's subcommands."""
+    p = sub.add_parser(
+        "train",
+        help="train a VAE on images (extra: train)",
+        description="Train the convolutional VAE; writes checkpoint.pt, "
+        "metrics.json and PNG pictures to --out.",
+    )
+    p.add_argument("--data", type=Path, help="IDX file (gz or raw), .npz, or folder of images")
+    p.add_argument("--out", type=Path, required=True, help="run folder")
+    p.add_argument("--latent-dim", type=int, default=2)
+    p.add_argument(
+        "--image-size",
+        type=_image_size,
+        default=None,
+        help="N or HxW; default: the data's size (folders: the first image's)",
+    )
+    p.add_argument("--channels", type=int, choices=[1, 3], default=None, help="default: the data's")
+    p.add_argument("--epochs", type=int, default=50)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--beta", type=float, default=1.0, help="weight of the KL term")
+    p.add_argument(
+        "--kl-warmup", type=float, default=5.0, help="epochs of linear KL warm-up (0 turns it off)"
+    )
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--val-fraction", type=float, default=0.1)
+    p.add_argument("--limit", type=int, default=None, help="use only the first N images")
+    p.add_argument("--device", default="cpu", help="cpu or cuda")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the run in --out from its checkpoint (to --epochs)",
+    )
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_train)
+
+    p = sub.add_parser("evaluate", help="ELBO and IWAE bound of a checkpoint (extra: train)")
+    p.add_argument("--checkpoint", type=Path, required=True)
+    p.add_argument("--data", default=None, help="dataset; default: the one the run trained on")
+    p.add_argument(
+        "--split",
+        choices=["all", "train", "val"],
+        default="all",
+        help="all images of --data, or the run's own train/validation split",
+    )
+    p.add_argument(
+        "--iw-samples",
+        type=int,
+        default=100,
+        help="K importance samples for the IWAE bound on -log p(x)",
+    )
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_evaluate)
+
+    p = sub.add_parser(
+        "export",
+        help="export a checkpoint to ONNX in a model repository (extra: train)",
+        description="Write REPOSITORY/NAME/VERSION/{encoder.onnx, decoder.onnx, model.json}, "
+        "after onnx.checker and a parity check against PyTorch on random and real inputs.",
+    )
+    p.add_argument("--checkpoint", type=Path, required=True)
+    p.add_argument("--repository", type=Path, required=True, help="model repository root")
+    p.add_argument("--name", required=True, help="model name (letters, digits, _ . -)")
+    p.add_argument("--version", type=int, required=True, help="positive integer")
+    p.add_argument(
+        "--batch-sizes", type=_batch_sizes, default="1,7,1024", help="parity is checked at each"
+    )
+    p.add_argument("--tolerance", type=float, default=1e-4, help="max |onnxruntime - torch|")
+    p.add_argument(
+        "--optimize",
+        action="store_true",
+        help="also write ONNX Runtime-optimized copies (*.optimized.onnx)",
+    )
+    p.add_argument(
+        "--fp16",
+        action="store_true",
+        help="also write float16 graphs for GPUs (encoder.fp16.onnx, decoder.fp16.onnx)",
+    )
+    p.add_argument(
+        "--data",
+        default=None,
+        help="real images for parity and metrics; default: the run's own data",
+    )
+    p.add_argument(
+        "--command-note",
+        default=None,
+        help="the command that built this model, recorded in model.json",
+    )
+    p.add_argument("--force", action="store_true", help="replace an existing version")
+    p.set_defaults(func=_export)
