@@ -2,7 +2,7 @@
 
 A reload (SIGHUP, or a change seen by polling with `poll_repository_s`) scans the repository and
 loads and warms up only the versions that are new or changed, in a worker thread, so the event
-loop keeps serving meanwhile. It then swaps the whole model table in one step (`VaeCore.install`):
+loop keeps serving meanwhile. It then swaps the whole model table in one step (registry.swap):
 new requests see the new versions (an empty version is still the highest), requests already
 running finish on the sessions they started with. What goes wrong never costs what is served:
 
