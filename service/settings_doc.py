@@ -14,6 +14,29 @@ from vaeserve.service.config import Settings
 START, END = "<!-- settings-table:start -->", "<!-- settings-table:end -->"
 
 
+def flag_name(name: str) -> str:
+    """`max_batch_size` -> `--max-batch-size`."""
+    return "--" + name.replace("_", "-")
+
+
+def env_name(name: str) -> str:
+    """`max_batch_size` -> `VAESERVE_MAX_BATCH_SIZE`."""
+    return f"{Settings.model_config.get('env_prefix', '')}{name.upper()}"
+
+
+def description(name: str) -> str:
+    """The field's docstring on one line (the docs table and `serve --help` both show it)."""
+    return " ".join((Settings.model_fields[name].description or "").split())
+
+
+def shown_default(name: str) -> str:
+    """The field's default as the docs and `--help` show it."""
+    value = Settings.model_fields[name].get_default(call_default_factory=True)
+    if value is None:
+        return "unset"
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
 def markdown_table() -> str:
     """One row per setting: name, flag, variable, default and the field's docstring."""
     rows = [
@@ -21,12 +44,12 @@ def markdown_table() -> str:
         "| --- | --- | --- | --- | --- |",
     ]
     for name, field in Settings.model_fields.items():
-        flag = "--" + name.replace("_", "-")
+        flag = flag_name(name)
         if field.annotation is bool:
             flag = f"{flag}` / `--no-{flag[2:]}"
-        default = "none" if field.default is None else f"`{field.default}`"
-        meaning = " ".join((field.description or "").split()).replace("|", "\\|")
-        rows.append(f"| {name} | `{flag}` | `VAESERVE_{name.upper()}` | {default} | {meaning} |")
+        cells = [name, f"`{flag}`", f"`{env_name(name)}`", f"`{shown_default(name)}`"]
+        meaning = description(name).replace("|", r"\|")  # a pipe would end the cell
+        rows.append(f"| {' | '.join(cells)} | {meaning} |")
     return "\n".join(rows)
 
 

@@ -5,7 +5,6 @@ the field's docstring, so a new server setting needs its field and nothing here.
 from __future__ import annotations
 
 import argparse
-import functools
 import logging
 import types
 from pathlib import Path
@@ -28,23 +27,17 @@ DESCRIPTION = (
 def serve_flags() -> dict[str, tuple[type | None, str]]:
     """`vaeserve serve`'s flags, one per Settings field: name -> (argparse type, or None for a
     switch `--x` / `--no-x`; help text). Defaults are None, so a flag left out falls through to
-    VAESERVE_* and then the field's default (see settings_from_args)."""
-    return dict(_serve_flags())
-
-
-@functools.cache
-def _serve_flags() -> dict[str, tuple[type | None, str]]:
+    VAESERVE_* and then the field's default (see settings_from_args). Names, docstrings and
+    defaults are shown as the docs table shows them (service/settings_doc.py)."""
     from vaeserve.service.config import Settings
+    from vaeserve.service.settings_doc import description, env_name, shown_default
 
-    prefix = str(Settings.model_config.get("env_prefix", ""))
     flags: dict[str, tuple[type | None, str]] = {}
     for name, field in Settings.model_fields.items():
         kind, choices = _flag_type(name, field.annotation)
         notes = [f"one of {', '.join(choices)}"] if choices else []
-        notes.append(f"default: {_shown(field.get_default(call_default_factory=True))}")
-        notes.append(f"env {prefix}{name.upper()}")
-        text = " ".join((field.description or "").split())
-        flags[name] = (kind, f"{text} ({'; '.join(notes)})".replace("%", "%%"))
+        notes += [f"default: {shown_default(name)}", f"env {env_name(name)}"]
+        flags[name] = (kind, f"{description(name)} ({'; '.join(notes)})".replace("%", "%%"))
     return flags
 
 
@@ -65,20 +58,11 @@ def _flag_type(name: str, annotation: Any) -> tuple[type | None, tuple[str, ...]
     raise TypeError(f"Settings.{name}: no `vaeserve serve` flag for a {annotation!r} field")
 
 
-def _shown(value: object) -> str:
-    """A default as `--help` shows it."""
-    if value is None:
-        return "unset"
-    if isinstance(value, bool):
-        return str(value).lower()
-    return str(value)
-
-
 def settings_from_args(args: argparse.Namespace) -> Settings:
     """The server's settings: the flags given, over VAESERVE_* variables, over the defaults."""
     from vaeserve.service.config import Settings
 
-    given = {name: getattr(args, f"serve_{name}") for name in _serve_flags()}
+    given = {name: getattr(args, f"serve_{name}") for name in serve_flags()}
     return Settings(**{k: v for k, v in given.items() if v is not None})
 
 
@@ -113,7 +97,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.set_defaults(func=_serve)
     try:
-        flags = _serve_flags()
+        flags = serve_flags()
     except ModuleNotFoundError as exc:
         if missing_extra(exc, "serve", "serve") is None:
             raise
@@ -122,8 +106,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         p.epilog = "The flags need the 'serve' extra: pip install 'vaeserve[serve]'"
         p.set_defaults(accepts_unknown_args=True)
         return
+    from vaeserve.service.settings_doc import flag_name
+
     for name, (kind, text) in flags.items():
-        flag, dest = "--" + name.replace("_", "-"), f"serve_{name}"
+        flag, dest = flag_name(name), f"serve_{name}"
         if kind is None:
             p.add_argument(flag, dest=dest, action=argparse.BooleanOptionalAction, help=text)
         else:
