@@ -11,10 +11,16 @@ import logging
 import numpy as np
 
 from benchmarks.timing import images_per_second
+from vaeserve.service.config import Settings
 from vaeserve.service.repository import ModelSpec
-from vaeserve.service.runtime import CPU, open_graph
+from vaeserve.service.runtime import CPU, GraphSession, open_graph
 
 log = logging.getLogger(__name__)
+
+
+def session(spec: ModelSpec, graph: str, threads: int, providers: list[str] | None) -> GraphSession:
+    """One graph's session, opened by the service's own code with `threads` intra-op threads."""
+    return open_graph(spec, graph, providers or [CPU], Settings(threads=threads))
 
 
 def ort_throughput(
@@ -23,8 +29,8 @@ def ort_throughput(
     """images/s of session.run per graph and batch size, on the providers the service uses."""
     rng = np.random.default_rng(0)
     out: dict[str, dict[int, float]] = {"encoder": {}, "decoder": {}}
-    encoder = open_graph(spec, "encoder", providers or [CPU], threads)
-    decoder = open_graph(spec, "decoder", providers or [CPU], threads)
+    encoder = session(spec, "encoder", threads, providers)
+    decoder = session(spec, "decoder", threads, providers)
     log.info("onnxruntime providers: %s", encoder.session.get_providers())
     for n in batches:
         images = rng.random((n, *spec.image_shape), dtype=np.float32)

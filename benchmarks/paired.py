@@ -15,11 +15,11 @@ from typing import Any
 
 import numpy as np
 
+from benchmarks.inprocess import session as open_session
 from benchmarks.scenarios import loadgen
 from benchmarks.server import start_server
 from benchmarks.timing import images_per_second
 from vaeserve.service.repository import ModelSpec
-from vaeserve.service.runtime import CPU, open_graph
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +43,7 @@ def service_fraction(
     }
     out: dict[str, Any] = {}
     for method, graph in (("encode", "encoder"), ("decode", "decoder")):
-        session = open_graph(spec, graph, providers or [CPU], threads)
+        session = open_session(spec, graph, threads, providers)
         x = inputs[graph]
         rows = []
         for _ in range(rounds):
