@@ -7,6 +7,10 @@ and form the next one. Waiting only pays while company is coming, so the batcher
 rows as its previous batch held: it waits until that many are queued (or `max_delay` passes), and
 the expectation follows the load up and down. A lone caller on a quiet server therefore gets the
 latency of one ONNX Runtime run, and 4 callers do not wait for 256 rows that will never come.
+Then, while each turn of the event loop is busy (gRPC is handing over requests it has already
+received), the batch takes another turn, up to `max_delay`: waiting costs nothing while the loop
+has other work, and an idle turn ends it. Arrivals that leave a batch short wake nothing; the
+worker sleeps on one future with at most one timer per batch.
 `wait_when_idle` restores the fixed policy (wait for a full batch or the delay, as Triton does).
 Pieces whose caller went away (cancelled) or whose deadline passed are dropped before they are
 computed. A full queue refuses new pieces at once (`Overloaded`).
@@ -44,6 +48,7 @@ from vaeserve.service.metrics import Metrics
 log = logging.getLogger(__name__)
 
 RunFn = Callable[[np.ndarray], list[np.ndarray]]
+BUSY_TURN_S = 50e-6  # a turn of the event loop that took longer did other work meanwhile
 
 
 class Flow:
@@ -95,13 +100,18 @@ class Batcher:
         self._finish: weakref.WeakKeyDictionary[Flow, float] = weakref.WeakKeyDictionary()
         self._waiting: dict[Flow, int] = {}  # pieces queued per flow
         self._rows_waiting = 0
-        self._arrived = asyncio.Event()
+        self._wanted = 1  # rows queued at which `submit` wakes the worker
+        self._waiter: asyncio.Future[None] | None = None  # what the worker sleeps on
+        self._series = metrics.graph(*self.labels) if metrics else None
         self._worker: asyncio.Task[None] | None = None
         self._closed = False
         self._retired = False  # no longer served: the worker exits whenever the queue is empty
         self._last_rows = 0  # rows in the previous batch: how much company to expect
 
     def start(self) -> None:
+        if self._series and not self._retired:  # a replacement (same labels) claims the gauge
+            me = weakref.ref(self)
+            self._series.queue_depth.set_function(lambda: len(b._queue) if (b := me()) else 0)
         self._worker = asyncio.get_running_loop().create_task(
             self._loop(), name=f"batcher-{'/'.join(self.labels)}"
         )
@@ -111,9 +121,7 @@ class Batcher:
         request that resolved the old model before the swap may still submit (a stream's next
         chunk); that restarts the worker, so nothing in flight fails."""
         self._retired = True
-        self._arrived.set()
-        if self.metrics:  # its replacement has the same labels and owns the gauge from now on
-            self.metrics.queue_depth.labels(*self.labels).set(0)
+        self._wake()
 
     async def stop(self) -> None:
         """Stop taking work; pieces still queued get Unavailable."""
@@ -126,7 +134,6 @@ class Batcher:
             _, _, piece = heapq.heappop(self._queue)
             if not piece.future.done():
                 piece.future.set_exception(Unavailable("server is shutting down"))
-        self._set_depth()
 
     def tag(self, flow: Flow, rows: int) -> float:
         """Reserve virtual time for a request of `rows` rows of `flow`: its finish tag."""
@@ -152,8 +159,8 @@ class Batcher:
         if self._closed:
             raise Unavailable("server is shutting down")
         if len(self._queue) >= self.max_queue:
-            if self.metrics:
-                self.metrics.rejected.labels(*self.labels).inc()
+            if self._series:
+                self._series.rejected.inc()
             raise Overloaded(
                 f"queue full: {len(self._queue)} requests already wait for the "
                 f"{self.labels[2]} of {self.labels[0]} v{self.labels[1]}; retry later"
@@ -167,8 +174,8 @@ class Batcher:
         heapq.heappush(self._queue, (tag, next(self._arrivals), piece))
         self._waiting[flow] = self._waiting.get(flow, 0) + 1
         self._rows_waiting += len(rows)
-        self._set_depth()
-        self._arrived.set()
+        if self._rows_waiting >= self._wanted:
+            self._wake()
         return await piece.future
 
     @property
@@ -176,29 +183,53 @@ class Batcher:
         """Pieces waiting."""
         return len(self._queue)
 
+    def _wake(self) -> None:
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+    async def _sleep(self, rows: int, until: float | None) -> None:
+        """Until `rows` rows are queued, the loop clock reaches `until`, or `retire`. One future
+        and at most one timer per wait: arrivals that do not complete the batch wake nothing."""
+        loop = asyncio.get_running_loop()
+        self._wanted, self._waiter = rows, loop.create_future()
+        timer = None if until is None else loop.call_at(until, self._wake)
+        try:
+            await self._waiter
+        finally:
+            self._waiter, self._wanted = None, 1
+            if timer is not None:
+                timer.cancel()
+
+    async def _gather(self, until: float) -> None:
+        """Wait for company while waiting is free: as long as each turn of the event loop is
+        busy with other work (gRPC handing over requests it has received, other handlers), the
+        batch can grow at no cost to anyone, up to `until`. An idle turn means nothing more is
+        on its way: a lone caller pays one turn (microseconds)."""
+        loop = asyncio.get_running_loop()
+        while self._rows_waiting < self.max_batch_size:
+            turn = loop.time()
+            await asyncio.sleep(0)
+            now = loop.time()
+            if now - turn < BUSY_TURN_S or now >= until:
+                return
+
     async def _loop(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
             while not self._queue:
                 if self._retired:
                     return
-                self._arrived.clear()
-                await self._arrived.wait()
-            # Wait for company, from the oldest piece's arrival, until the rows expected are queued.
+                await self._sleep(1, None)
+            # Wait for company, from the oldest piece's arrival, until the rows expected are
+            # queued; then while the event loop is busy handing over more (`_gather`).
             expected = self.max_batch_size
             if not self.wait_when_idle:
                 expected = min(expected, self._last_rows)
-            if self._rows_waiting < expected:
-                opened = min(piece.enqueued for _, _, piece in self._queue)
-            while self._rows_waiting < expected:
-                left = opened + self.max_delay_s - loop.time()
-                if left <= 0:
-                    break
-                self._arrived.clear()
-                try:
-                    await asyncio.wait_for(self._arrived.wait(), left)
-                except asyncio.TimeoutError:
-                    break
+            if not self._retired:
+                until = min(piece.enqueued for _, _, piece in self._queue) + self.max_delay_s
+                if self._rows_waiting < expected and loop.time() < until:
+                    await self._sleep(expected, until)
+                await self._gather(until)
             batch = self._take(loop.time())
             if batch:
                 self._last_rows = sum(len(p.rows) for p in batch)
@@ -224,7 +255,6 @@ class Batcher:
             rows += len(piece.rows)
             batch.append(piece)
         self._vtime += rows / max(1, flows)  # each waiting flow got its share of this batch
-        self._set_depth()
         return batch
 
     def _pop(self, piece: _Piece) -> None:
@@ -239,8 +269,9 @@ class Batcher:
 
     def _drop(self, piece: _Piece, reason: str) -> None:
         self._pop(piece)
-        if self.metrics:
-            self.metrics.dropped.labels(*self.labels, reason).inc()
+        if self._series:
+            series = self._series
+            (series.dropped_cancelled if reason == "cancelled" else series.dropped_deadline).inc()
         log.debug(
             "dropped a %s request piece of %d rows (%s)", self.labels[2], len(piece.rows), reason
         )
@@ -270,18 +301,14 @@ class Batcher:
             start = end
 
     def _observe(self, batch: list[_Piece], rows: int, started: float, ended: float) -> None:
-        if not self.metrics:
+        series = self._series
+        if series is None:
             return
-        m, labels = self.metrics, self.labels
-        m.batch_size.labels(*labels).observe(rows)
-        m.batch_requests.labels(*labels).observe(len(batch))
-        m.inference_time.labels(*labels).observe(ended - started)
+        series.batch_size.observe(rows)
+        series.batch_requests.observe(len(batch))
+        series.inference_time.observe(ended - started)
         for piece in batch:
-            m.queue_time.labels(*labels).observe(started - piece.enqueued)
-
-    def _set_depth(self) -> None:
-        if self.metrics and not self._retired:
-            self.metrics.queue_depth.labels(*self.labels).set(len(self._queue))
+            series.queue_time.observe(started - piece.enqueued)
 
 
 async def submit_all(

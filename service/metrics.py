@@ -6,6 +6,7 @@ the last one found."""
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from typing import Any
 
 from prometheus_client import (
@@ -24,8 +25,24 @@ LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 
 
+@dataclass(frozen=True)
+class GraphSeries:
+    """One graph's labelled series, looked up once: `labels()` takes a lock and validates the
+    label values on every call, which a per-request path should not pay."""
+
+    queue_time: Any
+    batch_size: Any
+    batch_requests: Any
+    inference_time: Any
+    queue_depth: Any
+    rejected: Any
+    dropped_cancelled: Any
+    dropped_deadline: Any
+
+
 class Metrics:
-    """Every metric the server exports; labels: method and code, or model, version and graph."""
+    """Every metric the server exports; labels: method and code, or model, version and graph.
+    The per-request series are cached children (`request_done`, `graph`)."""
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
@@ -112,6 +129,31 @@ class Metrics:
             "A loaded model version and its providers",
             ["model", "version"],
             registry=r,
+        )
+
+        self._done: dict[tuple[str, str], tuple[Any, Any]] = {}
+
+    def request_done(self, method: str, code: str, seconds: float) -> None:
+        """Count one answered RPC and observe its latency."""
+        series = self._done.get((method, code))
+        if series is None:
+            series = (self.requests.labels(method, code), self.latency.labels(method))
+            self._done[(method, code)] = series
+        series[0].inc()
+        series[1].observe(seconds)
+
+    def graph(self, model: str, version: str, graph: str) -> GraphSeries:
+        """The batcher's series for one graph of one model version."""
+        labels = (model, version, graph)
+        return GraphSeries(
+            queue_time=self.queue_time.labels(*labels),
+            batch_size=self.batch_size.labels(*labels),
+            batch_requests=self.batch_requests.labels(*labels),
+            inference_time=self.inference_time.labels(*labels),
+            queue_depth=self.queue_depth.labels(*labels),
+            rejected=self.rejected.labels(*labels),
+            dropped_cancelled=self.dropped.labels(*labels, "cancelled"),
+            dropped_deadline=self.dropped.labels(*labels, "deadline"),
         )
 
     def report_model_errors(self, errors: dict[str, str]) -> None:

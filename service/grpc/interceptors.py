@@ -167,6 +167,11 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):
         self.metrics = metrics
         self.auth = auth
         self.undecodable_log = RateLimitedLog(UNDECODABLE_LOG_INTERVAL_S)
+        # Read at scrape time: no gauge update (and its lock) per call.
+        metrics.in_flight.set_function(lambda: state.in_flight)
+        # The wrapped handler of each method, built on its first call: per call only the
+        # metadata checks run (method path -> (the service's handler, the wrapper)).
+        self._wrapped: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
 
     def _refusal(self, details: grpc.HandlerCallDetails) -> ServiceError | None:
         """Why a call must be refused before its body is read (None: read it)."""
@@ -187,10 +192,17 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):
         method_path: str = handler_call_details.method  # type: ignore[attr-defined]
         if handler is None or not method_path.startswith(SERVICE_PREFIX):
             return handler
-        method = method_path.removeprefix(SERVICE_PREFIX)
         refusal = self._refusal(handler_call_details)
         if refusal is not None:
-            return self._refused(method, handler, refusal)
+            return self._refused(method_path.removeprefix(SERVICE_PREFIX), handler, refusal)
+        cached = self._wrapped.get(method_path)
+        if cached is None or cached[0] is not handler:
+            cached = self._wrapped[method_path] = (handler, self._wrap(method_path, handler))
+        return cached[1]
+
+    def _wrap(self, method_path: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+        """`handler` behind the bookkeeping: lenient parsing, admission, metrics, errors."""
+        method = method_path.removeprefix(SERVICE_PREFIX)
         message_type = SERVICE.methods_by_name[method].input_type.full_name
         deserializer = lenient(handler.request_deserializer, message_type)
         if handler.unary_unary is not None:
@@ -294,7 +306,6 @@ class _Call:
         self.started = asyncio.get_running_loop().time()
         if self.counted:
             self.owner.state.enter()
-            self.owner.metrics.in_flight.inc()
         return self
 
     async def fail(self, exc: Exception) -> None:
@@ -311,11 +322,8 @@ class _Call:
             return
         self.done = True
         elapsed = asyncio.get_running_loop().time() - self.started
-        m = self.owner.metrics
-        m.requests.labels(self.method, code).inc()
-        m.latency.labels(self.method).observe(elapsed)
+        self.owner.metrics.request_done(self.method, code, elapsed)
         if self.counted:
-            m.in_flight.dec()
             self.owner.state.leave()
 
     def __exit__(

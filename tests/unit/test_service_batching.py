@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -260,3 +261,54 @@ def test_a_retired_batcher_leaves_the_queue_depth_gauge_to_its_replacement():
             await new.stop()
 
     asyncio.run(main())
+
+
+def test_arrivals_that_do_not_complete_a_batch_start_no_task_or_timer():
+    """Waiting for company costs one future and one timer per batch, not per arrival: pieces
+    that leave the batch short wake nothing."""
+
+    async def go(batcher, graph):
+        graph.gate.clear()
+        first = [asyncio.ensure_future(batcher.submit(rows(i, 1))) for i in range(2)]
+        await asyncio.to_thread(graph.entered.wait, 10)
+        graph.gate.set()
+        await asyncio.gather(*first)  # batches [1], [1]? or [2]: either way it expects >= 1
+        batcher._last_rows = 8  # expect a full batch: the next pieces wait for company
+        loop = asyncio.get_running_loop()
+        tasks_before = len(asyncio.all_tasks())
+        pieces = []
+        for i in range(5):
+            pieces.append(asyncio.ensure_future(batcher.submit(rows(i, 1))))
+            await asyncio.sleep(0)
+        extra_tasks = len(asyncio.all_tasks()) - tasks_before - len(pieces)
+        timers = len(loop._scheduled)  # type: ignore[attr-defined]
+        more = [asyncio.ensure_future(batcher.submit(rows(i, 1))) for i in range(3)]
+        await asyncio.gather(*pieces, *more)
+        return extra_tasks, timers
+
+    (extra_tasks, timers), graph = run(go, max_delay_s=30.0)
+    assert extra_tasks == 0
+    assert timers == 1  # the one delay timer of the batch being formed
+    assert [len(b) for b in graph.batches][-1] == 8  # the eighth row completed the batch
+
+
+def test_while_the_event_loop_is_busy_the_batch_waits_for_the_rows_still_arriving():
+    """A caller that runs alone gets its batch at once; requests that reach the batcher one per
+    busy turn of the event loop (gRPC handing them over) are merged, though the last batch held
+    one row."""
+
+    async def go(batcher, graph):
+        await batcher.submit(rows(0, 1))  # a lone caller: batch [1], expect 1 row next
+
+        async def busy_caller(i: int) -> None:
+            for _ in range(i):  # arrives at turn i; every turn is busy with the others' work
+                time.sleep(0.001)
+                await asyncio.sleep(0)
+            await batcher.submit(rows(i, 1))
+
+        await asyncio.gather(*(busy_caller(i) for i in range(1, 9)))
+
+    _, graph = run(go, max_delay_s=30.0, max_batch_size=8)
+    sizes = [len(b) for b in graph.batches]
+    assert sizes[0] == 1 and sum(sizes) == 9
+    assert max(sizes[1:]) >= 4  # not one batch per arrival
