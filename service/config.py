@@ -13,6 +13,7 @@ from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 GPU_MAX_BATCH, CPU_MAX_BATCH = 256, 64  # max_batch_size 0 (auto) on each kind of session
+MAX_WORKERS = 64  # beyond this, more pods serve better than more processes in one
 PROVIDER_NAMES = {"cuda": "CUDAExecutionProvider", "cpu": "CPUExecutionProvider"}
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
 Switch = Literal["auto", "on", "off"]
@@ -48,7 +49,13 @@ class Settings(BaseSettings):
 
     threads: int = Field(0, ge=0)
     """ONNX Runtime intra-op threads per session; 0 = the CPUs this container may use
-    (cgroup cpu quota and CPU affinity, not the host's CPU count)."""
+    (cgroup cpu quota and CPU affinity, not the host's CPU count), divided among `workers`."""
+
+    workers: int = Field(1, ge=1, le=MAX_WORKERS)
+    """Server processes sharing the gRPC port (SO_REUSEPORT), each with its own sessions and
+    batchers, behind one /metrics and one health state. More than 1 when one process's event loop
+    (about one core of gRPC and Python work) is the limit: many small requests on the CPU. Each
+    worker holds its own copy of the models (and on a GPU its own CUDA context)."""
 
     max_batch_size: int = Field(0, ge=0)
     """Most images in one ONNX Runtime run: bigger requests are split, concurrent ones merged.
@@ -236,8 +243,9 @@ class Settings(BaseSettings):
         return self.max_batch_size or (GPU_MAX_BATCH if on_gpu else CPU_MAX_BATCH)
 
     def resolved_threads(self) -> int:
-        """`threads`, or the CPUs this container may use when it is 0."""
-        return self.threads or available_cpus()
+        """`threads`, or when it is 0 this worker's share of the CPUs this container may use
+        (at least 1), so N workers' sessions do not oversubscribe the cores."""
+        return self.threads or max(1, available_cpus() // self.workers)
 
 
 def available_cpus(cgroup_root: Path = Path("/sys/fs/cgroup")) -> int:

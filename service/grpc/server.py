@@ -9,11 +9,9 @@ soon as draining starts, so load balancers stop sending before the process exits
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
-import os
 import signal
-from pathlib import Path
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import grpc
@@ -21,6 +19,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from vaeserve import __version__
+from vaeserve.service.addresses import grpc_address, http_host, write_port_file
 from vaeserve.service.auth import TokenAuth, read_token
 from vaeserve.service.config import Settings
 from vaeserve.service.core import VaeCore
@@ -62,7 +61,8 @@ def quiet_client_gone() -> None:
 
 
 def server_options(settings: Settings) -> list[tuple[str, Any]]:
-    """Channel arguments: message-size limits, keepalive, connection age, no port sharing."""
+    """Channel arguments: message-size limits, keepalive, connection age, port sharing only
+    between the workers of one `--workers N` server."""
     options: list[tuple[str, Any]] = [
         ("grpc.max_receive_message_length", settings.max_message_bytes),
         ("grpc.max_send_message_length", settings.max_message_bytes),
@@ -71,8 +71,9 @@ def server_options(settings: Settings) -> list[tuple[str, Any]]:
         ("grpc.keepalive_permit_without_calls", 1),
         ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
         ("grpc.http2.max_pings_without_data", 0),
-        # Two servers must not silently share a port (SO_REUSEPORT is on by default on Linux).
-        ("grpc.so_reuseport", 0),
+        # Two servers must not silently share a port (SO_REUSEPORT is on by default on Linux);
+        # the workers of one server must (service/workers.py reserved the port for them).
+        ("grpc.so_reuseport", 1 if settings.workers > 1 else 0),
     ]
     if settings.max_connection_age_s > 0:
         options += [
@@ -83,10 +84,15 @@ def server_options(settings: Settings) -> list[tuple[str, Any]]:
 
 
 class VaeServer:
-    """One server: its own metrics registry, health state and models."""
+    """One server: its own metrics registry, health state and models. `ready_gate`, if given, is
+    awaited once the models are loaded and before readiness turns SERVING (the workers of one
+    server wait for each other, service/workers.py); it must return once draining starts."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(
+        self, settings: Settings, ready_gate: Callable[[], Awaitable[None]] | None = None
+    ) -> None:
         self.settings = settings
+        self._ready_gate = ready_gate
         self.metrics = Metrics()
         self.state = ServerState(settings.max_concurrent_requests)
         self.health = health.aio.HealthServicer()
@@ -154,6 +160,10 @@ class VaeServer:
         self.reloader = Reloader(core.registry, self.metrics)
         if s.poll_repository_s > 0:
             self._watch = asyncio.ensure_future(self.reloader.watch(s.poll_repository_s, baseline))
+        if self._ready_gate is not None:
+            await self._ready_gate()
+            if self.state.draining:  # the drain stops the core
+                return
         self.state.ready = True
         self.metrics.ready.set(1)
         await self.health.set(READINESS, SERVING)
@@ -255,18 +265,6 @@ def _on_signal(server: VaeServer, sig: signal.Signals) -> None:
     server.request_shutdown()
 
 
-def grpc_address(host: str, port: int) -> str:
-    """HOST:PORT for gRPC, an IPv6 host in brackets ("::1" or "[::1]" -> "[::1]:PORT")."""
-    if ":" in host and not host.startswith("["):
-        host = f"[{host}]"
-    return f"{host}:{port}"
-
-
-def http_host(host: str) -> str:
-    """The host for the metrics HTTP server, which takes IPv6 addresses without brackets."""
-    return host[1:-1] if host.startswith("[") and host.endswith("]") else host
-
-
 def bind(server: grpc.aio.Server, address: str, credentials: grpc.ServerCredentials | None) -> int:
     """Bind `address` with TLS credentials or in plaintext; StartupError when it cannot."""
     try:
@@ -275,10 +273,3 @@ def bind(server: grpc.aio.Server, address: str, credentials: grpc.ServerCredenti
         return server.add_secure_port(address, credentials)
     except RuntimeError as exc:  # grpc: "Failed to bind to address ..."
         raise StartupError(f"cannot listen on {address}: {exc}") from None
-
-
-def write_port_file(path: Path, port: int, metrics_port: int) -> None:
-    """Write the bound ports as JSON, atomically (readers never see a half-written file)."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps({"port": port, "metrics_port": metrics_port}) + "\n")
-    tmp.replace(path)

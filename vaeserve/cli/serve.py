@@ -20,7 +20,7 @@ DESCRIPTION = (
     "(vaeserve.v1.VaeService) on ONNX Runtime, with health, reflection and Prometheus metrics. "
     "Each flag overrides its VAESERVE_* environment variable (e.g. --max-batch-size and "
     "VAESERVE_MAX_BATCH_SIZE), which overrides the default. SIGTERM drains in-flight requests, "
-    "then exits."
+    "then exits; with --workers N, N processes share the port behind one /metrics."
 )
 
 
@@ -72,8 +72,6 @@ def _serve(args: argparse.Namespace) -> int:
 
         from pydantic import ValidationError
 
-        from vaeserve.service.grpc.server import serve
-
         try:
             settings = settings_from_args(args)
         except ValidationError as exc:
@@ -86,6 +84,12 @@ def _serve(args: argparse.Namespace) -> int:
         if folder is not None and not folder.is_dir():
             raise UsageError(f"port_file {settings.port_file}: no folder {folder}")
         logging.getLogger().setLevel(settings.log_level)
+        if settings.workers > 1:  # the parent loads neither grpc nor ONNX Runtime
+            from vaeserve.service.workers import run_workers
+
+            return run_workers(settings)
+        from vaeserve.service.grpc.server import serve
+
         asyncio.run(serve(settings))  # a StartupError is a UserError: one line, exit 1
     return 0
 
