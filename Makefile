@@ -19,6 +19,7 @@ help:
 	@echo "make stubs   regenerate the gRPC stubs from protos/vaeserve/v1/vae.proto"
 	@echo "make docs-settings  rewrite docs/service.md's settings table from Settings"
 	@echo "make bench   benchmarks: the service against in-process ONNX Runtime and PyTorch"
+	@echo "make bench-peers  the same decoder behind vaeserve, plain grpc.aio, PyTriton, MLServer"
 	@echo "make chaos   hostile-load scenarios against a real server (docs/reliability.md)"
 
 $(BIN)/.installed: pyproject.toml
@@ -112,6 +113,22 @@ BENCH_ARGS ?=
 .PHONY: bench
 bench: venv
 	$(BIN)/python -m benchmarks.run $(BENCH_ARGS)
+
+# Peers (docs/performance.md, "Peers"): the same decoder.onnx behind vaeserve, a plain grpc.aio
+# server, PyTriton and MLServer, one load generator, paired rounds. PyTriton and MLServer run from
+# their own venv (their protobuf/grpcio pins conflict with vaeserve's); the harness, vaeserve and
+# the load generator run from $(VENV). e.g. `make bench-peers PEERS_ARGS=--quick`.
+PEERS_VENV ?= .venv-peers
+PEERS_ARGS ?=
+$(PEERS_VENV)/bin/.installed: benchmarks/peers/requirements.txt
+	$(PYTHON) -m venv $(PEERS_VENV)
+	$(PEERS_VENV)/bin/pip install -q --upgrade pip
+	$(PEERS_VENV)/bin/pip install -q -r benchmarks/peers/requirements.txt
+	touch $@
+
+.PHONY: bench-peers
+bench-peers: venv $(PEERS_VENV)/bin/.installed
+	$(BIN)/python -m benchmarks.peers.run --peers-python $(PEERS_VENV)/bin/python $(PEERS_ARGS)
 
 # Hostile-load scenarios (docs/reliability.md, "Round two"): unread-stream floods with big Samples,
 # unread-stream memory, unauthenticated 30 MiB bodies. Prints each figure and its verdict and

@@ -3,7 +3,11 @@
 `python -m benchmarks.loadgen --target HOST:PORT --method decode --batch 1 --concurrency 64
 --seconds 3` prints one JSON line: requests, images/s, latency percentiles, errors. With
 concurrency 1 it drives the typed `VaeClient` (numpy in and out, as an application would); with
-more, that many asyncio callers share one grpc.aio channel.
+more (or with --aio), that many asyncio callers share one grpc.aio channel.
+
+`--protocol kserve --model NAME` sends the same Decode load as KServe V2 ModelInfer requests
+(raw float32 bytes in and out) to Triton or MLServer: the same callers, channel and timing code,
+so figures compare across servers (benchmarks/peers).
 """
 
 from __future__ import annotations
@@ -58,7 +62,14 @@ def run_client(target: str, method: str, batch: int, seconds: float, fmt: str) -
 
 
 async def run_aio(
-    target: str, method: str, batch: int, concurrency: int, seconds: float
+    target: str,
+    method: str,
+    batch: int,
+    concurrency: int,
+    seconds: float,
+    protocol: str = "vaeserve",
+    model: str = "",
+    announce: bool = False,
 ) -> dict[str, Any]:
     """`concurrency` callers on one channel, each sending its next request when one returns."""
     options = [
@@ -66,16 +77,11 @@ async def run_aio(
         ("grpc.max_send_message_length", MESSAGE_BYTES),
     ]
     async with grpc.aio.insecure_channel(target, options=options) as channel:
-        stub = vae_pb2_grpc.VaeServiceStub(channel)
-        info = await stub.GetModelInfo(pb.GetModelInfoRequest())
-        x = _inputs(method, batch, info.latent_dim, tuple(info.image_shape))
-        if method == "encode":
-            rpc, request = stub.Encode, pb.EncodeRequest(images=to_tensor(x))
-        elif method == "decode":
-            rpc, request = stub.Decode, pb.DecodeRequest(latents=to_tensor(x))
+        if protocol == "kserve":
+            rpc, request, check = await _kserve_call(channel, method, batch, model)
         else:
-            rpc, request = stub.Sample, pb.SampleRequest(n=batch, seed=1)
-        await rpc(request)  # warm-up
+            rpc, request, check = await _vaeserve_call(channel, method, batch)
+        check(await rpc(request))  # warm-up, and a broken server fails here
         latencies: list[float] = []
         errors = 0
         end = time.perf_counter() + seconds
@@ -85,18 +91,59 @@ async def run_aio(
             while time.perf_counter() < end:
                 t0 = time.perf_counter()
                 try:
-                    reply = await rpc(request, timeout=30)
-                    field = "z_mean" if method == "encode" else "images"
-                    to_array(getattr(reply, field), field)
+                    check(await rpc(request, timeout=30))
                 except grpc.aio.AioRpcError:
                     errors += 1
                     continue
                 latencies.append(time.perf_counter() - t0)
 
+        if announce:  # the harness samples server CPU time on these lines
+            print("start", flush=True)
         start = time.perf_counter()
         await asyncio.gather(*(caller() for _ in range(concurrency)))
         elapsed = time.perf_counter() - start
+        if announce:
+            print("end", flush=True)
     return _summary(latencies, batch, elapsed, errors)
+
+
+Call = tuple[Callable[..., Any], Any, Callable[[Any], object]]
+
+
+async def _vaeserve_call(channel: grpc.aio.Channel, method: str, batch: int) -> Call:
+    """(rpc, request, reply check) for vaeserve.v1.VaeService: the reply's tensor is decoded."""
+    stub = vae_pb2_grpc.VaeServiceStub(channel)
+    info = await stub.GetModelInfo(pb.GetModelInfoRequest())
+    x = _inputs(method, batch, info.latent_dim, tuple(info.image_shape))
+    if method == "encode":
+        rpc, request = stub.Encode, pb.EncodeRequest(images=to_tensor(x))
+    elif method == "decode":
+        rpc, request = stub.Decode, pb.DecodeRequest(latents=to_tensor(x))
+    else:
+        rpc, request = stub.Sample, pb.SampleRequest(n=batch, seed=1)
+    field = "z_mean" if method == "encode" else "images"
+
+    def check(reply: Any) -> object:
+        out = to_array(getattr(reply, field), field)
+        if out.shape[0] != batch:
+            raise ValueError(f"{field}: {out.shape[0]} rows for {batch}")
+        return out
+
+    return rpc, request, check
+
+
+async def _kserve_call(channel: grpc.aio.Channel, method: str, batch: int, model: str) -> Call:
+    """(rpc, request, reply check) for KServe V2 ModelInfer on `model` (Decode only)."""
+    from benchmarks.peers import kserve
+
+    if method != "decode":
+        raise SystemExit("--protocol kserve serves decode only")
+    _, pb_grpc = kserve.stubs()
+    stub = pb_grpc.GRPCInferenceServiceStub(channel)
+    input_name, output_name, latent_dim, image_shape = await kserve.metadata_aio(stub, model)
+    x = _inputs(method, batch, latent_dim, image_shape)
+    request = kserve.infer_request(model, input_name, output_name, x)
+    return stub.ModelInfer, request, lambda reply: kserve.output_array(reply, batch, image_shape)
 
 
 def _summary(latencies: list[float], batch: int, elapsed: float, errors: int) -> dict[str, Any]:
@@ -117,12 +164,29 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=1)
     parser.add_argument("--seconds", type=float, default=3.0)
     parser.add_argument("--format", default="float32", choices=["float32", "uint8", "png"])
+    parser.add_argument("--protocol", choices=["vaeserve", "kserve"], default="vaeserve")
+    parser.add_argument("--model", default="", help="model name (kserve)")
+    parser.add_argument(
+        "--aio", action="store_true", help="the grpc.aio callers even at concurrency 1"
+    )
+    parser.add_argument(
+        "--announce", action="store_true", help="print start/end around the timed part (aio)"
+    )
     args = parser.parse_args()
-    if args.concurrency == 1:
+    if args.concurrency == 1 and args.protocol == "vaeserve" and not args.aio:
         result = run_client(args.target, args.method, args.batch, args.seconds, args.format)
     else:
         result = asyncio.run(
-            run_aio(args.target, args.method, args.batch, args.concurrency, args.seconds)
+            run_aio(
+                args.target,
+                args.method,
+                args.batch,
+                args.concurrency,
+                args.seconds,
+                args.protocol,
+                args.model,
+                args.announce,
+            )
         )
     print(json.dumps(result))
 

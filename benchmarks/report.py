@@ -6,6 +6,9 @@ import os
 from pathlib import Path
 from typing import Any
 
+from benchmarks.peers import run as peers
+
+PEERS = (peers.START, peers.END)  # the block `make bench-peers` owns
 TARGETS = {
     "service_fraction": 0.85,  # service batch-256 images/s over in-process ORT
     "batching_gain": 3.0,  # 64 concurrent batch-1 Decode: batching on / off
@@ -250,3 +253,13 @@ def markdown(r: dict[str, Any], plot_paths: list[Path], doc_dir: Path) -> str:
     for p in plot_paths:
         lines.append(f"![{p.stem}]({os.path.relpath(p, doc_dir)})")
     return "\n".join(lines) + "\n"
+
+
+def kept_blocks(old: str, markers: tuple[tuple[str, str], ...] = (PEERS,)) -> str:
+    """The blocks other scripts own in the page being rewritten (between their markers), to be
+    appended to the new page: `make bench` must not erase `make bench-peers`'s figures."""
+    blocks = []
+    for start, end in markers:
+        if start in old and end in old.split(start, 1)[1]:
+            blocks.append(start + old.split(start, 1)[1].split(end, 1)[0] + end)
+    return "\n\n".join(blocks)

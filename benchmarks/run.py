@@ -111,7 +111,10 @@ def main() -> None:
     (args.out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     plots = report.plots(results, args.out)
     args.doc.parent.mkdir(parents=True, exist_ok=True)
-    args.doc.write_text(report.markdown(results, plots, args.doc.parent))
+    old = args.doc.read_text() if args.doc.exists() else ""
+    page = report.markdown(results, plots, args.doc.parent)
+    kept = report.kept_blocks(old)
+    args.doc.write_text(page.rstrip() + "\n\n" + kept + "\n" if kept else page)
     log.info(
         "wrote %s, %s and %s in %.0f s",
         args.out / "results.json",
