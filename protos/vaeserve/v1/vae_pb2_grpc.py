@@ -28,6 +28,9 @@ if _version_not_supported:
 class VaeServiceStub:
     """The VAE as a service: images -> latents (Encode), latents -> images (Decode), and the prior
     -> images (Sample, SampleStream). Concurrent requests are batched together on the server.
+    Responses may be as large as limits.max_message_bytes (32 MiB by default): raise the client's
+    receive limit (4 MiB in stock clients) or use SampleStream; see Limits.max_message_bytes.
+    Readiness is the health service name "vaeserve.v1.VaeService" (see the file comment).
     """
 
     def __init__(self, channel):
@@ -81,6 +84,9 @@ class VaeServiceStub:
 class VaeServiceServicer:
     """The VAE as a service: images -> latents (Encode), latents -> images (Decode), and the prior
     -> images (Sample, SampleStream). Concurrent requests are batched together on the server.
+    Responses may be as large as limits.max_message_bytes (32 MiB by default): raise the client's
+    receive limit (4 MiB in stock clients) or use SampleStream; see Limits.max_message_bytes.
+    Readiness is the health service name "vaeserve.v1.VaeService" (see the file comment).
     """
 
     def Encode(self, request, context):
@@ -198,6 +204,9 @@ def add_VaeServiceServicer_to_server(servicer, server):
 class VaeService:
     """The VAE as a service: images -> latents (Encode), latents -> images (Decode), and the prior
     -> images (Sample, SampleStream). Concurrent requests are batched together on the server.
+    Responses may be as large as limits.max_message_bytes (32 MiB by default): raise the client's
+    receive limit (4 MiB in stock clients) or use SampleStream; see Limits.max_message_bytes.
+    Readiness is the health service name "vaeserve.v1.VaeService" (see the file comment).
     """
 
     @staticmethod
