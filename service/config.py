@@ -12,9 +12,12 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from vaeserve.service.echo import shown
+
 GPU_MAX_BATCH, CPU_MAX_BATCH = 256, 64  # max_batch_size 0 (auto) on each kind of session
 MAX_WORKERS = 64  # beyond this, more pods serve better than more processes in one
 PROVIDER_NAMES = {"cuda": "CUDAExecutionProvider", "cpu": "CPUExecutionProvider"}
+AUTO_PROVIDERS = "auto"  # CUDA where a GPU is usable (probed quietly), else the CPU
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
 Switch = Literal["auto", "on", "off"]
 ConvAlgoSearch = Literal["HEURISTIC", "EXHAUSTIVE", "DEFAULT"]
@@ -40,9 +43,12 @@ class Settings(BaseSettings):
     metrics_port: int = Field(8002, ge=-1, le=65535)
     """Prometheus /metrics HTTP port; 0 disables metrics over HTTP, -1 picks a free port."""
 
-    providers: str = "cuda,cpu"
-    """ONNX Runtime providers in priority order, comma-separated from "cuda" and "cpu".
-    "cuda,cpu" uses CUDA where it really works and the CPU otherwise (with a warning)."""
+    providers: str = AUTO_PROVIDERS
+    """ONNX Runtime providers: "auto", or a priority list comma-separated from "cuda" and "cpu".
+    "auto" uses CUDA where a GPU is usable (a CUDA device node and the CUDA libraries ONNX Runtime
+    needs, probed once without ONNX Runtime) and the CPU otherwise, silently; with `require_gpu`
+    or `tensorrt` it means "cuda,cpu". "cuda,cpu" always tries CUDA and warns when it falls back
+    to the CPU (ONNX Runtime logs its own error then)."""
 
     require_gpu: bool = False
     """Fail at start-up, instead of warning, when CUDA was requested but sessions run on CPU."""
@@ -73,7 +79,7 @@ class Settings(BaseSettings):
 
     max_queue: int = Field(4096, ge=1)
     """Request pieces (of at most max_batch_size rows) waiting per graph; beyond it new requests
-    get RESOURCE_EXHAUSTED."""
+    get UNAVAILABLE (reason QUEUE_FULL, with RetryInfo: retryable)."""
 
     max_message_bytes: int = Field(32 * 1024 * 1024, ge=64 * 1024)
     """Largest gRPC message received or sent, in bytes."""
@@ -113,8 +119,8 @@ class Settings(BaseSettings):
     """Logging level of the server (case does not matter)."""
 
     max_concurrent_requests: int = Field(1024, ge=1)
-    """VaeService RPCs handled at once; beyond it new ones get RESOURCE_EXHAUSTED at once, so a
-    flood cannot grow memory without bound."""
+    """VaeService RPCs handled at once; beyond it new ones get UNAVAILABLE (reason
+    CONCURRENCY_LIMIT, with RetryInfo) at once, so a flood cannot grow memory without bound."""
 
     reflection: bool = True
     """Serve gRPC server reflection (grpcurl and other tools list the services through it)."""
@@ -178,11 +184,13 @@ class Settings(BaseSettings):
     @classmethod
     def _known_providers(cls, value: str) -> str:
         names = [p.strip().lower() for p in value.split(",") if p.strip()]
+        if names == [AUTO_PROVIDERS]:
+            return AUTO_PROVIDERS
         unknown = sorted(set(names) - set(PROVIDER_NAMES))
         if not names or unknown:
             raise ValueError(
-                f"providers must be a comma-separated list of {sorted(PROVIDER_NAMES)}, "
-                f"got {value!r}"
+                f"providers must be 'auto' or a comma-separated list of {sorted(PROVIDER_NAMES)}, "
+                f"got {shown(value)}"
             )
         return ",".join(dict.fromkeys(names))
 
@@ -227,7 +235,9 @@ class Settings(BaseSettings):
 
     @property
     def provider_list(self) -> list[str]:
-        """Short names, e.g. ["cuda", "cpu"]."""
+        """Short names, e.g. ["cuda", "cpu"]; "auto" lists its candidates (runtime.py decides)."""
+        if self.providers == AUTO_PROVIDERS:
+            return ["cuda", "cpu"]
         return self.providers.split(",")
 
     @property

@@ -20,7 +20,7 @@ from vaeserve.service.errors import StartupError
 from vaeserve.service.metrics import Metrics
 from vaeserve.service.registry import ModelRegistry
 from vaeserve.service.repository import ModelRepository, ModelSpec, RepositoryError
-from vaeserve.service.runtime import CUDA, ModelRuntime, load_runtime
+from vaeserve.service.runtime import CUDA, ModelRuntime, load_runtime, requested_providers
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +39,7 @@ def load_versions(
     """Load, check and warm up each version and read its concepts. `stop` is asked before each
     version: once it says True the rest are not loaded (a reload that the server's shutdown
     abandons ends after the version in progress)."""
-    use = settings.ort_providers
+    use = requested_providers(settings)  # "auto" without a usable GPU: the CPU, quietly
     loaded: Loaded = []
     errors: dict[str, str] = {}
     for spec in specs:

@@ -19,6 +19,8 @@ from prometheus_client import (
     start_http_server,
 )
 
+from vaeserve.service.errors import StartupError
+
 log = logging.getLogger(__name__)
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -171,7 +173,21 @@ class Metrics:
 
     def serve_http(self, host: str, port: int) -> tuple[Any, int]:
         """Start /metrics on a daemon thread; port -1 picks a free port. Returns (server, port)."""
-        server, _thread = start_http_server(max(port, 0), addr=host, registry=self.registry)
-        bound = int(server.server_port)
-        log.info("metrics on http://%s:%d/metrics", host, bound)
-        return server, bound
+        return serve_registry(self.registry, host, port)
+
+
+def serve_registry(registry: CollectorRegistry, host: str, port: int) -> tuple[Any, int]:
+    """/metrics for `registry` on a daemon thread (port -1: a free one); (server, port). A port
+    that cannot be bound (taken, no permission) is a one-line StartupError naming the setting to
+    change, not the socket's traceback. Also used by the workers' parent."""
+    try:
+        server, _thread = start_http_server(max(port, 0), addr=host, registry=registry)
+    except OSError as exc:
+        raise StartupError(
+            f"cannot serve metrics on {host}:{port}: {exc.strerror or exc}; choose another "
+            "port with --metrics-port or VAESERVE_METRICS_PORT (0 turns /metrics off, "
+            "-1 picks a free port)"
+        ) from None
+    bound = int(server.server_port)
+    log.info("metrics on http://%s:%d/metrics", host, bound)
+    return server, bound

@@ -39,7 +39,7 @@ from multiprocessing.process import BaseProcess
 from multiprocessing.synchronize import Event
 from typing import TYPE_CHECKING, Any
 
-from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client import CollectorRegistry
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
@@ -48,6 +48,7 @@ from vaeserve.errors import UserError
 from vaeserve.service.addresses import http_host, write_port_file
 from vaeserve.service.config import Settings
 from vaeserve.service.errors import StartupError
+from vaeserve.service.metrics import serve_registry
 from vaeserve.service.metrics_merge import NOT_READY, merge
 
 if TYPE_CHECKING:
@@ -167,11 +168,7 @@ class Supervisor:
         registry = CollectorRegistry()
         registry.register(WorkersCollector(self))
         host = http_host(s.host)
-        try:
-            server, _thread = start_http_server(max(s.metrics_port, 0), host, registry)
-        except OSError as exc:
-            raise StartupError(f"cannot serve metrics on {host}:{s.metrics_port}: {exc}") from None
-        self.metrics_port = int(server.server_port)
+        server, self.metrics_port = serve_registry(registry, host, s.metrics_port)
         log.info("metrics of all workers on http://%s:%d/metrics", host, self.metrics_port)
         return server
 

@@ -85,7 +85,7 @@ def running_server(repository: Path, **overrides: Any) -> Iterator[ServerThread]
 
 @pytest.fixture(scope="session")
 def server(tiny_repository: Path) -> Iterator[ServerThread]:
-    """One shared server per test worker (default providers "cuda,cpu")."""
+    """One shared server per test worker (default providers "auto")."""
     with running_server(tiny_repository) as running:
         yield running
 

@@ -24,6 +24,7 @@ from vaeserve.imaging import to_uint8
 from vaeserve.service import rng
 from vaeserve.service.grpc.tensors import to_array, to_tensor
 from vaeserve.service.repository import sha256_file
+from vaeserve.service.runtime import cuda_usable
 from vaeserve.v1 import vae_pb2 as pb
 
 ATOL = 1e-5  # ORT in-process vs ORT in the server: same graph, same provider, same threads
@@ -141,8 +142,9 @@ def test_get_model_info(stub, tiny_repository):
     assert info.encoder_sha256 == sha256_file(tiny_repository / "tiny/1/encoder.onnx")
     assert info.decoder_sha256 == sha256_file(tiny_repository / "tiny/1/decoder.onnx")
     assert info.providers[-1] == "CPUExecutionProvider"
-    assert list(info.requested_providers) == ["cuda", "cpu"]
-    assert info.gpu_fallback == ("CUDAExecutionProvider" not in info.providers)
+    usable, _ = cuda_usable()  # the default providers, "auto", ask for CUDA only where usable
+    assert list(info.requested_providers) == (["cuda", "cpu"] if usable else ["cpu"])
+    assert info.gpu_fallback == (usable and "CUDAExecutionProvider" not in info.providers)
     assert info.limits.max_sample_n == 200 and info.limits.max_batch_size == 32
     assert [(m.name, m.version) for m in info.models] == [("tiny", 1)]
     assert json.loads(info.metadata_json)["latent_dim"] == 3

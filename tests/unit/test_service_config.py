@@ -18,7 +18,7 @@ CONTRACT = {
     "host": "0.0.0.0",
     "port": 8001,
     "metrics_port": 8002,
-    "providers": "cuda,cpu",
+    "providers": "auto",
     "require_gpu": False,
     "threads": 0,
     "drain_grace_s": 20.0,

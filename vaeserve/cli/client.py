@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -13,8 +14,11 @@ from typing import TYPE_CHECKING
 
 from vaeserve.cli.errors import UsageError, needs_extra
 from vaeserve.errors import UserError
+from vaeserve.service.echo import shown
 
 if TYPE_CHECKING:
+    import grpc
+
     from vaeserve.service.client import VaeClient
 
 
@@ -41,9 +45,40 @@ def connect(args: argparse.Namespace) -> Iterator[VaeClient]:
     try:
         yield client
     except grpc.RpcError as exc:
-        raise RpcFailed(f"{exc.code().name}: {exc.details()}") from None
+        raise RpcFailed(rpc_error_line(args.target, exc.code(), exc.details() or "")) from None
     finally:
         client.close()
+
+
+def rpc_error_line(target: str, code: grpc.StatusCode, details: str) -> str:
+    """A failed call as one line; a refused connection says how to start a server."""
+    text = details.lower()
+    refused = "connection refused" in text
+    if code.name == "UNAVAILABLE" and (refused or "no such file or directory" in text):
+        why = "connection refused" if refused else "no such socket file"
+        return (
+            f"UNAVAILABLE: no server at {target} ({why}); start one with "
+            "`vaeserve serve` or `make serve`"
+        )
+    return f"{code.name}: {details}"
+
+
+# gRPC's own name-resolver schemes, passed through as they are (see gRPC's naming.md).
+TARGET_SCHEMES = ("dns:", "unix:", "unix-abstract:", "ipv4:", "ipv6:", "vsock:")
+HOST_PORT = re.compile(r"(?:\[[0-9A-Fa-f:.%\w]+\]|[^\s:/\[\]]+):(\d{1,5})")
+
+
+def target_arg(text: str) -> str:
+    """--target's type: HOST:PORT, [IPv6]:PORT or a gRPC scheme (unix:PATH, dns:...), checked
+    up front, so `--target 8001` is one line instead of a DNS lookup of a host named 8001."""
+    if text.startswith(TARGET_SCHEMES) and len(text.split(":", 1)[1]) > 0:
+        return text
+    match = HOST_PORT.fullmatch(text)
+    if match is None or not 0 < int(match.group(1)) <= 65535:
+        raise argparse.ArgumentTypeError(
+            f"expected HOST:PORT (e.g. localhost:8001), [IPv6]:PORT or unix:PATH, got {shown(text)}"
+        )
+    return text
 
 
 def _client_security(args: argparse.Namespace) -> dict[str, object]:
@@ -89,7 +124,9 @@ def picture_flags(p: argparse.ArgumentParser) -> None:
 def client_flags(p: argparse.ArgumentParser, *, target: bool = True) -> None:
     """Flags every client subcommand shares: server, model, deadline, TLS and token."""
     if target:
-        p.add_argument("--target", default="localhost:8001", help="server HOST:PORT")
+        p.add_argument(
+            "--target", type=target_arg, default="localhost:8001", help="server HOST:PORT"
+        )
     p.add_argument("--model", default="", help="model name; default: the server's default")
     p.add_argument("--version", type=int, default=0, help="model version; 0 = highest")
     p.add_argument("--timeout", type=float, default=30.0, help="deadline of each unary call, s")
@@ -155,7 +192,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         description="Stream N samples from a vaeserve server into DIR/NNNNNN.png plus a "
         "contact sheet. Re-running the same command fetches only the images still missing.",
     )
-    p.add_argument("--target", default="localhost:8001", help="server HOST:PORT")
+    p.add_argument("--target", type=target_arg, default="localhost:8001", help="server HOST:PORT")
     p.add_argument("--n", type=int, required=True, help="number of images")
     p.add_argument("--out", type=Path, required=True, help="output folder")
     p.add_argument(

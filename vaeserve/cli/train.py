@@ -7,7 +7,7 @@ import argparse
 import json
 from pathlib import Path
 
-from vaeserve.cli.errors import UsageError, needs_extra
+from vaeserve.cli.errors import needs_extra
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -15,8 +15,6 @@ def _train(args: argparse.Namespace) -> int:
         from vaeserve.training.config import TrainConfig
         from vaeserve.training.train import train
 
-        if args.data is None and not args.resume:
-            raise UsageError("--data is required (unless --resume continues a run)")
         cfg = TrainConfig(
             data=str(args.data or ""),
             epochs=args.epochs,
@@ -121,7 +119,15 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         description="Train the convolutional VAE; writes checkpoint.pt, "
         "metrics.json and PNG pictures to --out.",
     )
-    p.add_argument("--data", type=Path, help="IDX file (gz or raw), .npz, or folder of images")
+    # One of the two, so --help shows --data as required: a resumed run reads its data's path
+    # from the checkpoint.
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--data", type=Path, help="IDX file (gz or raw), .npz, or folder of images")
+    source.add_argument(
+        "--resume",
+        action="store_true",
+        help="instead of --data: continue the run in --out from its checkpoint (to --epochs)",
+    )
     p.add_argument("--out", type=Path, required=True, help="run folder")
     p.add_argument("--latent-dim", type=int, default=2)
     p.add_argument(
@@ -143,11 +149,6 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--limit", type=int, default=None, help="use only the first N images")
     p.add_argument("--device", default="cpu", help="cpu or cuda")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
-    p.add_argument(
-        "--resume",
-        action="store_true",
-        help="continue the run in --out from its checkpoint (to --epochs)",
-    )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_train)
 
