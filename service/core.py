@@ -201,7 +201,9 @@ class VaeCore:
         if fits < 1:
             raise LimitExceeded(
                 f"one {fmt} image needs {per_image} bytes, over max_message_bytes "
-                f"{s.max_message_bytes}"
+                f"{s.max_message_bytes}",
+                limit="max_message_bytes",
+                field="format",
             )
         budget = s.max_stream_chunk_bytes // per_image
         wanted = requested or self.max_batch_size

@@ -47,7 +47,8 @@ async def interpolate(
     if not np.isfinite(path).all():  # a spherical arc between huge latents can leave float32
         raise InvalidInput(
             "start, end: the path between these latents leaves the float32 range; use smaller "
-            "latents or the linear method"
+            "latents or the linear method",
+            field="start",
         )
     return Decoded(await core.decode(model, DecodeRequest(path, r.fmt), deadline), path)
 
@@ -63,7 +64,7 @@ async def edit(
     n = int(images.shape[0]) if images.ndim >= 1 else 0
     if images.ndim == 4 and n >= 1:  # shape and count problems are the encoder's to report
         what = f"images x alphas ({n} x {len(a)})"
-        checks.check_rows(n * len(a), what, core.settings, unit=" images")
+        checks.check_rows(n * len(a), what, core.settings, unit=" images", field="alphas")
         _check_size(core, model, n * len(a), r.fmt)
     z = (await core.encode(model, EncodeRequest(images), deadline)).z_mean
     moved = latent.edit(z, vector.vector, a)

@@ -4,6 +4,7 @@ Needs grpcio and protobuf, not onnxruntime: a client machine installs no runtime
 """
 
 from vaeserve.service.client.client import VaeClient
+from vaeserve.service.client.errors import ErrorDetails, error_details
 from vaeserve.service.client.results import (
     Concept,
     ConceptLabel,
@@ -19,8 +20,10 @@ __all__ = [
     "ConceptLabel",
     "Concepts",
     "EncodeResult",
+    "ErrorDetails",
     "LatentImages",
     "ModelInfo",
     "SampleResult",
     "VaeClient",
+    "error_details",
 ]

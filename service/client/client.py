@@ -1,12 +1,16 @@
 """VaeClient: numpy arrays in and out, deadlines on every call, retries on UNAVAILABLE.
 
 UNAVAILABLE means the request never ran (server starting, draining, connection lost), so it is
-safe to retry, with exponential backoff inside the call's deadline. So is a CANCELLED that the
+safe to retry, with exponential backoff inside the call's deadline: first by the channel itself,
+following the service config shipped beside this module (`service_config.json`, the same file
+other languages load), then by this client, which waits at least the server's RetryInfo delay.
+So is a CANCELLED that the
 server sent (not one this process asked for): gRPC core cancels the calls that reach a server in
 the instant it stops (docs/reliability.md measures it), and every VaeService method is a pure
 function of its request, so running one twice is harmless. A SampleStream interrupted
 that way resumes from the first image not yet received (same seed, `offset`), so callers see one
-unbroken stream. Other errors are raised as grpc.RpcError; `.code()` and `.details()` say why.
+unbroken stream. Other errors are raised as grpc.RpcError; `.code()` and `.details()` say why,
+and `error_details(exc)` (`service/client/errors.py`) reads the reason and fields to fix.
 """
 
 from __future__ import annotations
@@ -16,6 +20,8 @@ import logging
 import random
 import time
 from collections.abc import Callable, Iterator, Sequence
+from functools import cache
+from importlib import resources
 from typing import Any, Literal, TypeVar, overload
 
 import grpc
@@ -24,6 +30,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from vaeserve.service.client import latent_map
 from vaeserve.service.client.credentials import open_channel
+from vaeserve.service.client.errors import error_details
 from vaeserve.service.client.results import (
     Concept,
     ConceptLabel,
@@ -56,12 +63,29 @@ READINESS = "vaeserve.v1.VaeService"
 T = TypeVar("T")
 
 
+@cache
+def service_config() -> str:
+    """The shipped gRPC service config (JSON): retry UNAVAILABLE with backoff, no wait for
+    ready. Read once, when the first client is made."""
+    path = resources.files("vaeserve.service.client").joinpath("service_config.json")
+    return path.read_text("utf-8")
+
+
+def with_service_config(options: list[tuple[str, Any]] | None) -> list[tuple[str, Any]]:
+    """`options` plus the service config and retries, unless `options` sets them itself."""
+    given = {key for key, _ in options or []}
+    defaults = [("grpc.service_config", service_config()), ("grpc.enable_retries", 1)]
+    return [*(options or []), *(kv for kv in defaults if kv[0] not in given)]
+
+
 class VaeClient:
     """A blocking client for vaeserve.v1.VaeService. Use as a context manager, or call close().
 
     `timeout` is the default deadline of each call in seconds (streams: of the whole stream,
-    None = no deadline); `retries` is how many times a retryable error (UNAVAILABLE, or a
-    CANCELLED the server sent) is retried. For a secured server: `tls` (or
+    None = no deadline); `retries` is how many more times this client retries a retryable
+    error (UNAVAILABLE, or a CANCELLED the server sent) after the channel's own retry policy
+    (service_config.json, up to 5 attempts) gave up, and how often a stream resumes; the two
+    multiply, so the default is small. For a secured server: `tls` (or
     `root_certificates`, PEM, to verify it by), `client_certificate` and `client_key` (PEM) for
     mutual TLS, `token` for bearer-token authentication.
     """
@@ -73,7 +97,7 @@ class VaeClient:
         model: str = "",
         version: int = 0,
         timeout: float | None = 30.0,
-        retries: int = 5,
+        retries: int = 2,
         backoff_s: float = 0.1,
         max_backoff_s: float = 2.0,
         max_message_bytes: int = 64 * 1024 * 1024,
@@ -96,7 +120,7 @@ class VaeClient:
             ("grpc.max_receive_message_length", max_message_bytes),
             ("grpc.max_send_message_length", max_message_bytes),
             ("grpc.keepalive_time_ms", 30_000),
-            *(options or []),
+            *with_service_config(options),
         ]
         self.channel = open_channel(
             target,
@@ -391,6 +415,9 @@ class VaeClient:
             raise exc
         pause = min(self.max_backoff_s, self.backoff_s * 2 ** (attempt - 1))
         pause *= random.uniform(0.5, 1.0)  # jitter: replicas' clients do not retry in lockstep
+        asked = error_details(exc).retry_delay  # the server's RetryInfo, if it sent one
+        if asked is not None:
+            pause = max(pause, min(asked, self.max_backoff_s))
         if deadline is not None and time.monotonic() + pause >= deadline:
             raise exc
         log.debug("%s from %s; retry %d in %.2fs", _code(exc), self.target, attempt, pause)

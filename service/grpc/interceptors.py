@@ -1,6 +1,8 @@
 """The one place where requests are admitted, counted, timed, and where every error becomes a
 gRPC status. Domain errors keep their message (it says what was wrong); anything unexpected
-becomes INTERNAL with a generic message and an id that finds the logged traceback.
+becomes INTERNAL with a generic message and an id that finds the logged traceback. Every status
+carries google.rpc details (ErrorInfo with a stable reason, BadRequest with the field path,
+RetryInfo where retrying helps) built here from what the domain error carries.
 
 The token and admission (draining, loading, too many calls) are checked from the call's
 metadata before its body is read: a refused call is answered by a handler that never reads or
@@ -17,9 +19,15 @@ import secrets
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 import grpc
+from google.protobuf import duration_pb2
+from google.protobuf.descriptor import MethodDescriptor, ServiceDescriptor
+from google.protobuf.message import Message
+from google.rpc import error_details_pb2, status_pb2
+from grpc_status import rpc_status
 
 from vaeserve.service.auth import TokenAuth
 from vaeserve.service.errors import (
@@ -40,31 +48,76 @@ log = logging.getLogger(__name__)
 SERVICE = vae_pb2.DESCRIPTOR.services_by_name["VaeService"]
 SERVICE_PREFIX = f"/{SERVICE.full_name}/"
 MAX_STATUS_MESSAGE = 1000  # characters: a status message always fits stock metadata limits
+MAX_FIELD_PATH = 100  # characters of a BadRequest field path (paths are ours, never echoed)
 UNDECODABLE_LOG_INTERVAL_S = 10.0
 
-# Domain error -> status code. Order matters only for subclasses (none overlap today).
-STATUS: tuple[tuple[type[BaseException], grpc.StatusCode], ...] = (
-    (InvalidInput, grpc.StatusCode.INVALID_ARGUMENT),
-    (ModelNotFoundError, grpc.StatusCode.NOT_FOUND),
-    (LimitExceeded, grpc.StatusCode.RESOURCE_EXHAUSTED),
-    (Overloaded, grpc.StatusCode.RESOURCE_EXHAUSTED),
-    (Unavailable, grpc.StatusCode.UNAVAILABLE),
-    (DeadlineExpired, grpc.StatusCode.DEADLINE_EXCEEDED),
-    (Unauthenticated, grpc.StatusCode.UNAUTHENTICATED),
+ERROR_DOMAIN = "vaeserve.v1"  # ErrorInfo.domain of every reason (docs/service.md#errors)
+
+# Domain error -> status code, and the ErrorInfo reason of errors that carry none of their own.
+# Order matters only for subclasses (none overlap today). Fixed limits stay RESOURCE_EXHAUSTED
+# (retrying never helps); overload is UNAVAILABLE, the code retry policies retry (with RetryInfo).
+STATUS: tuple[tuple[type[BaseException], grpc.StatusCode, str], ...] = (
+    (InvalidInput, grpc.StatusCode.INVALID_ARGUMENT, "INVALID_ARGUMENT"),
+    (ModelNotFoundError, grpc.StatusCode.NOT_FOUND, "MODEL_NOT_FOUND"),
+    (LimitExceeded, grpc.StatusCode.RESOURCE_EXHAUSTED, "OVER_LIMIT"),
+    (Overloaded, grpc.StatusCode.UNAVAILABLE, "QUEUE_FULL"),
+    (Unavailable, grpc.StatusCode.UNAVAILABLE, "SHUTTING_DOWN"),
+    (DeadlineExpired, grpc.StatusCode.DEADLINE_EXCEEDED, "DEADLINE"),
+    (Unauthenticated, grpc.StatusCode.UNAUTHENTICATED, "UNAUTHENTICATED"),
 )
 
 
-def status_for(exc: BaseException) -> tuple[grpc.StatusCode, str]:
-    """The status code and client-facing message for an exception raised by a handler."""
-    for kind, code in STATUS:
+@dataclass(frozen=True)
+class Failure:
+    """A status for the client: code, message, and the google.rpc error details to attach."""
+
+    code: grpc.StatusCode
+    message: str
+    details: tuple[Message, ...] = ()
+
+    def trailing_metadata(self) -> tuple[tuple[str, bytes | str], ...]:
+        """`grpc-status-details-bin`: a google.rpc.Status with the same code and message."""
+        status = status_pb2.Status(code=self.code.value[0], message=self.message)
+        for detail in self.details:
+            status.details.add().Pack(detail)
+        return tuple(rpc_status.to_status(status).trailing_metadata)
+
+
+def status_for(exc: BaseException) -> Failure:
+    """The status, client-facing message and error details for an exception from a handler."""
+    for kind, code, default_reason in STATUS:
         if isinstance(exc, kind):
             message = str(exc)  # values from the client are already cut short where they appear
             if len(message) > MAX_STATUS_MESSAGE:  # the last guard: never an unbounded status
                 message = message[: MAX_STATUS_MESSAGE - 3] + "..."
-            return code, message
+            return Failure(code, message, _details(exc, getattr(exc, "reason", default_reason)))
     error_id = secrets.token_hex(4)
     log.error("internal error %s", error_id, exc_info=exc)
-    return grpc.StatusCode.INTERNAL, f"internal error (id {error_id}); see the server log"
+    info = error_details_pb2.ErrorInfo(
+        reason="INTERNAL", domain=ERROR_DOMAIN, metadata={"error_id": error_id}
+    )
+    message = f"internal error (id {error_id}); see the server log"
+    return Failure(grpc.StatusCode.INTERNAL, message, (info,))
+
+
+def _details(exc: BaseException, reason: str) -> tuple[Message, ...]:
+    """ErrorInfo always; BadRequest for a request field to fix; RetryInfo when retrying helps.
+    Only bounded values go in: the reason, setting names, field paths and the short message."""
+    metadata = {"limit": exc.limit} if isinstance(exc, LimitExceeded) else {}
+    details: list[Message] = [
+        error_details_pb2.ErrorInfo(reason=reason, domain=ERROR_DOMAIN, metadata=metadata)
+    ]
+    if isinstance(exc, InvalidInput | LimitExceeded):
+        violation = error_details_pb2.BadRequest.FieldViolation(
+            field=exc.field[:MAX_FIELD_PATH], description=str(exc)[:MAX_STATUS_MESSAGE]
+        )
+        details.append(error_details_pb2.BadRequest(field_violations=[violation]))
+    delay = getattr(exc, "retry_after_s", None)
+    if delay is not None:
+        retry_delay = duration_pb2.Duration()
+        retry_delay.FromTimedelta(timedelta(seconds=delay))
+        details.append(error_details_pb2.RetryInfo(retry_delay=retry_delay))
+    return tuple(details)
 
 
 class ServerState:
@@ -84,11 +137,14 @@ class ServerState:
         if self.draining:
             raise Unavailable("server is shutting down; retry on another replica")
         if not self.ready:
-            raise Unavailable("server is starting: models are still loading")
+            raise Unavailable(
+                "server is starting: models are still loading", reason="LOADING", retry_after_s=1.0
+            )
         if self.max_in_flight is not None and self.in_flight + entering > self.max_in_flight:
             raise Overloaded(
                 f"too many concurrent requests: {self.max_in_flight} already in flight "
-                "(max_concurrent_requests); retry later"
+                "(max_concurrent_requests); retry later",
+                reason="CONCURRENCY_LIMIT",
             )
 
     def enter(self) -> None:
@@ -159,10 +215,18 @@ def lenient(deserialize: Callable[[bytes], Any], message_type: str) -> Callable[
 
 
 class ServiceInterceptor(grpc.aio.ServerInterceptor):
-    """Wraps every VaeService method (not health or reflection) with authentication,
+    """Wraps every method of `services` (VaeService by default; the server adds KServe V2;
+    never health or reflection) with authentication,
     admission, body checks, metrics, in-flight counting and error mapping."""
 
-    def __init__(self, state: ServerState, metrics: Metrics, auth: TokenAuth | None = None) -> None:
+    def __init__(
+        self,
+        state: ServerState,
+        metrics: Metrics,
+        auth: TokenAuth | None = None,
+        services: tuple[ServiceDescriptor, ...] = (SERVICE,),
+        probes: frozenset[str] = frozenset(),
+    ) -> None:
         self.state = state
         self.metrics = metrics
         self.auth = auth
@@ -172,13 +236,21 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):
         # The wrapped handler of each method, built on its first call: per call only the
         # metadata checks run (method path -> (the service's handler, the wrapper)).
         self._wrapped: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
+        # The wrapped services' methods by path (VaeService, KServe V2); others pass untouched.
+        self._methods: dict[str, MethodDescriptor] = {
+            f"/{service.full_name}/{m.name}": m for service in services for m in service.methods
+        }
+        # Readiness probes of a wrapped service (KServe's ServerLive, ServerReady): answered
+        # while loading and draining too, as the health service is, and never counted in flight.
+        self.probes = probes
 
-    def _refusal(self, details: grpc.HandlerCallDetails) -> ServiceError | None:
+    def _refusal(self, details: grpc.HandlerCallDetails, admit: bool) -> ServiceError | None:
         """Why a call must be refused before its body is read (None: read it)."""
         try:
             if self.auth is not None:
                 self.auth.check(details.invocation_metadata)  # type: ignore[attr-defined]
-            self.state.admit(entering=True)
+            if admit:
+                self.state.admit(entering=True)
         except ServiceError as exc:
             return exc
         return None
@@ -190,11 +262,12 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):
     ) -> grpc.RpcMethodHandler:
         handler = await continuation(handler_call_details)
         method_path: str = handler_call_details.method  # type: ignore[attr-defined]
-        if handler is None or not method_path.startswith(SERVICE_PREFIX):
+        descriptor = self._methods.get(method_path)
+        if handler is None or descriptor is None:
             return handler
-        refusal = self._refusal(handler_call_details)
+        refusal = self._refusal(handler_call_details, method_path not in self.probes)
         if refusal is not None:
-            return self._refused(method_path.removeprefix(SERVICE_PREFIX), handler, refusal)
+            return self._refused(descriptor.name, handler, refusal)
         cached = self._wrapped.get(method_path)
         if cached is None or cached[0] is not handler:
             cached = self._wrapped[method_path] = (handler, self._wrap(method_path, handler))
@@ -202,12 +275,12 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):
 
     def _wrap(self, method_path: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
         """`handler` behind the bookkeeping: lenient parsing, admission, metrics, errors."""
-        method = method_path.removeprefix(SERVICE_PREFIX)
-        message_type = SERVICE.methods_by_name[method].input_type.full_name
+        descriptor = self._methods[method_path]
+        method, message_type = descriptor.name, descriptor.input_type.full_name
         deserializer = lenient(handler.request_deserializer, message_type)
         if handler.unary_unary is not None:
             return grpc.unary_unary_rpc_method_handler(
-                self._unary(method, handler.unary_unary),
+                self._unary(method, handler.unary_unary, method_path not in self.probes),
                 request_deserializer=deserializer,
                 response_serializer=handler.response_serializer,
             )
@@ -249,14 +322,21 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):
                 context.peer(),
                 request.message_type,
             )
-            raise InvalidInput(f"request is not a valid {request.message_type}")
+            raise InvalidInput(
+                f"request is not a valid {request.message_type}",
+                field="",
+                reason="MALFORMED_REQUEST",
+            )
         return request
 
-    def _unary(self, method: str, behavior: Callable[..., Any]) -> Callable[..., Any]:
+    def _unary(
+        self, method: str, behavior: Callable[..., Any], admit: bool = True
+    ) -> Callable[..., Any]:
         async def wrapper(request: Any, context: grpc.aio.ServicerContext) -> Any:
-            with _Call(self, method, context) as call:
+            with _Call(self, method, context, counted=admit) as call:
                 try:
-                    self.state.admit()  # again, now that the call is counted
+                    if admit:
+                        self.state.admit()  # again, now that the call is counted
                     return await behavior(self._parsed(method, request, context), context)
                 except Exception as exc:
                     await call.fail(exc)
@@ -313,9 +393,11 @@ class _Call:
             code = self.context.code()
             self.finish(code.name if isinstance(code, grpc.StatusCode) else "UNKNOWN")
             raise exc
-        status, message = status_for(exc)
-        self.finish(status.name)
-        await self.context.abort(status, message)
+        failure = status_for(exc)
+        self.finish(failure.code.name)
+        await self.context.abort(
+            failure.code, failure.message, trailing_metadata=failure.trailing_metadata()
+        )
 
     def finish(self, code: str) -> None:
         if self.done:
