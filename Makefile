@@ -1,31 +1,43 @@
 # Everything runs from a virtual environment that `make` creates on first use.
 # torch is installed first and pinned: on this project's machines `torch==2.13.0` resolves to a
-# local CPU wheel, while any other spec would download gigabytes of CUDA packages.
+# local CPU wheel, while any other spec would download gigabytes of CUDA packages. Elsewhere PyPI's
+# torch is the CUDA build: `make test TORCH_INDEX=https://download.pytorch.org/whl/cpu` installs
+# PyTorch's own CPU wheel from its index instead (a few hundred MB).
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 TORCH ?= torch==2.13.0
+TORCH_INDEX ?=
+TORCH_PIP_ARGS := $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
 PYTEST_ARGS ?= -n 2
 MNIST ?= ../shared/datasets/mnist/t10k-images-idx3-ubyte.gz
 RUN ?= runs/mnist
 
-.PHONY: help venv test lint format train train-mnist default-model serve stubs docs-settings clean
+.PHONY: help venv test lint proto-tools clients-venv format train train-mnist default-model serve stubs docs-settings clean
 
 help:
-	@echo "make train   train a model (MNIST from ../shared if present, else generated shapes)"
-	@echo "make test    lint and run the whole test suite"
-	@echo "make format  apply ruff's formatting and fixes"
 	@echo "make serve   serve the bundled MNIST model over gRPC on :8001 (metrics on :8002)"
+	@echo "             from .venv-serve (the serve extra only); SERVE_ARGS=\"--port 9001\" etc."
+	@echo "make test    lint and run the whole test suite (in .venv, with every extra)"
+	@echo "             TORCH_INDEX=https://download.pytorch.org/whl/cpu: CPU torch off PyPI"
+	@echo "make lint    ruff check and ruff format --check"
+	@echo "make format  apply ruff's formatting and fixes"
+	@echo "make venv    create .venv (torch first, then -e .[train,serve,dev])"
+	@echo "make train   train a model (MNIST from ../shared if present, else generated shapes)"
+	@echo "make train-mnist    the documented MNIST run (docs/training.md) into RUN=runs/mnist"
+	@echo "make default-model  rebuild the bundled model in vaeserve/models (needs MNIST=...)"
 	@echo "make stubs   regenerate the gRPC stubs from protos/vaeserve/v1/vae.proto"
 	@echo "make docs-settings  rewrite docs/service.md's settings table from Settings"
 	@echo "make bench   benchmarks: the service against in-process ONNX Runtime and PyTorch"
 	@echo "make bench-peers  the same decoder behind vaeserve, plain grpc.aio, PyTriton, MLServer"
 	@echo "make chaos   hostile-load scenarios against a real server (docs/reliability.md)"
+	@echo "make deploy-check  lint the Dockerfile and validate the Kubernetes manifests"
+	@echo "make clean   remove the virtual environments, runs/ and caches"
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q "$(TORCH)"
+	$(BIN)/pip install -q $(TORCH_PIP_ARGS) "$(TORCH)"
 	$(BIN)/pip install -q -e ".[train,serve,dev]"
 	touch $@
 
@@ -35,8 +47,25 @@ lint: venv
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-test: lint
+test: lint proto-tools clients-venv
 	$(BIN)/pytest $(PYTEST_ARGS)
+
+# tritonclient (NVIDIA's KServe V2 client) for tests/integration/test_kserve_tritonclient.py, in
+# its own venv: it needs protobuf 6.
+CLIENTS_VENV ?= .venv-clients
+$(CLIENTS_VENV)/bin/.installed: tests/clients/requirements.txt
+	$(PYTHON) -m venv $(CLIENTS_VENV)
+	$(CLIENTS_VENV)/bin/pip install -q -r tests/clients/requirements.txt
+	touch $@
+clients-venv: $(CLIENTS_VENV)/bin/.installed
+
+# The pinned buf CLI (npm: @bufbuild/buf) for the proto lint and breaking-change tests
+# (tests/unit/test_proto_contract.py); needs node/npm and the npm registry once.
+BUF_STAMP := tools/proto/node_modules/.installed
+$(BUF_STAMP): tools/proto/package-lock.json
+	npm ci --prefix tools/proto --no-audit --no-fund
+	touch $@
+proto-tools: $(BUF_STAMP)
 
 format: venv
 	$(BIN)/ruff check --fix .

@@ -1,51 +1,25 @@
 """KServe V2 gRPC client helpers for the Triton and MLServer peers, from the main venv.
 
-tritonclient is not in the main venv (it would pull another protobuf), so the few messages the
-benchmark needs are vendored in kserve_v2.proto and compiled with the main venv's grpcio-tools
-on first use into a temporary folder: the stubs always match the installed protobuf runtime.
+tritonclient is not in the main venv (it would pull another protobuf), so the load generator
+uses the V2 stubs vaeserve itself serves (`vaeserve.inference`, generated from
+protos/inference/grpc_predict_v2.proto): one copy of the protocol in the repository.
 """
 
 from __future__ import annotations
 
-import importlib
 import math
-import sys
-import tempfile
 import time
-from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 import numpy as np
 
-PROTO = Path(__file__).with_name("kserve_v2.proto")
-_stubs: tuple[ModuleType, ModuleType] | None = None
-
 
 def stubs() -> tuple[ModuleType, ModuleType]:
-    """(kserve_v2_pb2, kserve_v2_pb2_grpc), compiled once per process."""
-    global _stubs
-    if _stubs is None:
-        from grpc_tools import protoc
+    """(grpc_predict_v2_pb2, grpc_predict_v2_pb2_grpc)."""
+    from vaeserve.inference import grpc_predict_v2_pb2, grpc_predict_v2_pb2_grpc
 
-        out = tempfile.mkdtemp(prefix="kserve-v2-stubs-")
-        include = str(Path(importlib.import_module("grpc_tools").__file__ or "").parent / "_proto")
-        args = [
-            "protoc",
-            f"-I{PROTO.parent}",
-            f"-I{include}",
-            f"--python_out={out}",
-            f"--grpc_python_out={out}",
-            str(PROTO),
-        ]
-        if protoc.main(args) != 0:
-            raise RuntimeError(f"protoc failed on {PROTO}")
-        sys.path.insert(0, out)
-        _stubs = (
-            importlib.import_module("kserve_v2_pb2"),
-            importlib.import_module("kserve_v2_pb2_grpc"),
-        )
-    return _stubs
+    return grpc_predict_v2_pb2, grpc_predict_v2_pb2_grpc
 
 
 def infer_request(model: str, input_name: str, output_name: str, x: np.ndarray) -> Any:

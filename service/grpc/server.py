@@ -24,7 +24,8 @@ from vaeserve.service.auth import TokenAuth, read_token
 from vaeserve.service.config import Settings
 from vaeserve.service.core import VaeCore
 from vaeserve.service.errors import StartupError
-from vaeserve.service.grpc.interceptors import ServerState, ServiceInterceptor
+from vaeserve.service.grpc import kserve
+from vaeserve.service.grpc.interceptors import SERVICE, ServerState, ServiceInterceptor
 from vaeserve.service.grpc.servicers import VaeServicer
 from vaeserve.service.grpc.tls import server_credentials
 from vaeserve.service.metrics import Metrics
@@ -97,6 +98,10 @@ class VaeServer:
         self.state = ServerState(settings.max_concurrent_requests)
         self.health = health.aio.HealthServicer()
         self.servicer = VaeServicer()
+        # KServe V2 (Open Inference Protocol); ServerReady says what readiness says.
+        self.kserve = kserve.KServeServicer(
+            ready=lambda: self.state.ready and not self.state.draining
+        )
         self.core: VaeCore | None = None
         self.grpc: grpc.aio.Server | None = None
         self.port = 0
@@ -117,14 +122,25 @@ class VaeServer:
         credentials = server_credentials(s)
         quiet_client_gone()
         self.grpc = grpc.aio.server(
-            interceptors=[ServiceInterceptor(self.state, self.metrics, auth)],
+            interceptors=[
+                ServiceInterceptor(
+                    self.state, self.metrics, auth, (SERVICE, kserve.SERVICE), kserve.PROBES
+                )
+            ],
             options=server_options(s),
         )
         vae_pb2_grpc.add_VaeServiceServicer_to_server(self.servicer, self.grpc)
+        kserve.add_to_server(self.kserve, self.grpc)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.grpc)
         if s.reflection:
             reflection.enable_server_reflection(
-                (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), self.grpc
+                (
+                    SERVICE_NAME,
+                    kserve.SERVICE.full_name,
+                    health.SERVICE_NAME,
+                    reflection.SERVICE_NAME,
+                ),
+                self.grpc,
             )
         await self.health.set(LIVENESS, SERVING)
         await self.health.set(READINESS, NOT_SERVING)
@@ -156,7 +172,7 @@ class VaeServer:
             return
         self.core = core
         self.core.start()
-        self.servicer.core = self.core
+        self.servicer.core = self.kserve.core = self.core
         self.reloader = Reloader(core.registry, self.metrics)
         if s.poll_repository_s > 0:
             self._watch = asyncio.ensure_future(self.reloader.watch(s.poll_repository_s, baseline))

@@ -18,8 +18,14 @@ def load_generator():
 
 def test_stubs_are_fresh(tmp_path):
     generator = load_generator()
-    for fresh in generator.generate(tmp_path):
-        checked_in = ROOT / "protos" / "vaeserve" / "v1" / fresh.name
+    fresh_stubs = generator.generate(tmp_path)
+    # every served proto: vaeserve/v1 (VaeService) and inference (KServe V2)
+    assert {p.parent.relative_to(tmp_path).as_posix() for p in fresh_stubs} >= {
+        "vaeserve/v1",
+        "inference",
+    }
+    for fresh in fresh_stubs:
+        checked_in = ROOT / "protos" / fresh.relative_to(tmp_path)
         assert checked_in.is_file(), f"{checked_in} is missing: run `make stubs`"
         assert checked_in.read_bytes() == fresh.read_bytes(), (
             f"{checked_in.name} is stale: run `make stubs` and commit the result"
@@ -49,6 +55,13 @@ def test_generated_code_imports_as_the_package():
 
     assert vae_pb2.DESCRIPTOR.package == "vaeserve.v1"
     assert hasattr(vae_pb2_grpc, "VaeServiceStub")
+
+
+def test_kserve_stubs_import_as_the_package():
+    from vaeserve.inference import grpc_predict_v2_pb2, grpc_predict_v2_pb2_grpc
+
+    assert grpc_predict_v2_pb2.DESCRIPTOR.package == "inference"
+    assert hasattr(grpc_predict_v2_pb2_grpc, "GRPCInferenceServiceStub")
 
 
 def test_client_needs_neither_onnxruntime_nor_torch():
