@@ -16,11 +16,12 @@ from pathlib import Path
 
 from vaeserve.service.concepts import ConceptsRead, read_concepts
 from vaeserve.service.config import Settings
+from vaeserve.service.cuda_probe import requested_providers
 from vaeserve.service.errors import StartupError
 from vaeserve.service.metrics import Metrics
 from vaeserve.service.registry import ModelRegistry
 from vaeserve.service.repository import ModelRepository, ModelSpec, RepositoryError
-from vaeserve.service.runtime import CUDA, ModelRuntime, load_runtime, requested_providers
+from vaeserve.service.runtime import CUDA, ModelRuntime, load_runtime
 
 log = logging.getLogger(__name__)
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import grpc
 import pytest
 
-from vaeserve.service.runtime import cuda_usable
+from vaeserve.service.cuda_probe import cuda_usable
 from vaeserve.v1 import vae_pb2 as pb
 from vaeserve.v1 import vae_pb2_grpc
 

@@ -22,9 +22,9 @@ from PIL import Image
 from vaeserve.export.onnx_eval import cpu_session
 from vaeserve.imaging import to_uint8
 from vaeserve.service import rng
+from vaeserve.service.cuda_probe import cuda_usable
 from vaeserve.service.grpc.tensors import to_array, to_tensor
 from vaeserve.service.repository import sha256_file
-from vaeserve.service.runtime import cuda_usable
 from vaeserve.v1 import vae_pb2 as pb
 
 ATOL = 1e-5  # ORT in-process vs ORT in the server: same graph, same provider, same threads

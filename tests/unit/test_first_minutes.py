@@ -19,9 +19,10 @@ from pydantic import ValidationError
 
 from vaeserve.cli.client import rpc_error_line, target_arg
 from vaeserve.service.config import Settings
+from vaeserve.service.cuda_probe import cuda_usable, elf_needed, requested_providers
 from vaeserve.service.errors import StartupError
 from vaeserve.service.metrics import Metrics
-from vaeserve.service.runtime import CPU, CUDA, cuda_usable, elf_needed, requested_providers
+from vaeserve.service.runtime import CPU, CUDA
 
 ROOT = Path(__file__).resolve().parents[2]
 
