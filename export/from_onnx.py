@@ -28,5 +28,8 @@ def torch_model_from_spec(spec: ModelSpec) -> VAE:
             key = f"{graph}.{name}"
             if key in wanted:
                 state[key] = torch.from_numpy(array.copy())
-    model.load_state_dict(state)  # strict: every parameter must come from the graphs
+    for key, value in wanted.items():  # the ONNX optimizer drops all-zero biases
+        if key.endswith(".bias") and key not in state and f"{key[:-4]}weight" in state:
+            state[key] = torch.zeros_like(value)
+    model.load_state_dict(state)  # strict: every other parameter must come from the graphs
     return model.eval()

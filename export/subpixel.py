@@ -46,7 +46,7 @@ def _is_upsampling(node: onnx.NodeProto) -> bool:
         and list(a.get("dilations", [1, 1])) == [1, 1]
         and a.get("group", 1) == 1
         and a.get("auto_pad", b"NOTSET") in (b"NOTSET", "NOTSET")
-        and len(node.input) == 3
+        and len(node.input) in (2, 3)
     )
 
 
@@ -60,7 +60,7 @@ def _is_same_conv3(node: onnx.NodeProto) -> bool:
         and list(a.get("dilations", [1, 1])) == [1, 1]
         and a.get("group", 1) == 1
         and a.get("auto_pad", b"NOTSET") in (b"NOTSET", "NOTSET")
-        and len(node.input) == 3
+        and len(node.input) in (2, 3)
     )
 
 
@@ -101,6 +101,19 @@ def phase_kernels(
     )
 
 
+def _weight_and_bias(
+    node: onnx.NodeProto, weights: dict[str, onnx.TensorProto], out_axis: int
+) -> tuple[np.ndarray, tuple[str, np.ndarray]]:
+    """A (Transpose)Conv's kernel and (bias name, bias). The ONNX optimizer drops an all-zero
+    bias input (a freshly initialised model has them): it is zeros, named as the parameter it
+    stands for ("net.3.weight" -> "net.3.bias") so plain_initializers() gives it back."""
+    kernel = numpy_helper.to_array(weights[node.input[1]])
+    if len(node.input) > 2 and node.input[2]:
+        return kernel, (node.input[2], numpy_helper.to_array(weights[node.input[2]]))
+    name = node.input[1].removesuffix("weight") + "bias"
+    return kernel, (name, np.zeros(kernel.shape[out_axis], kernel.dtype))
+
+
 def rewrite_decoder(model: onnx.ModelProto) -> bool:
     """Rewrite ConvTranspose -> Relu -> Conv in place into the sub-pixel form; False (and the
     model untouched) when the graph does not hold that exact pattern."""
@@ -111,7 +124,7 @@ def rewrite_decoder(model: onnx.ModelProto) -> bool:
         for name in node.input:
             users.setdefault(name, []).append(node)
     for up in graph.node:
-        if not _is_upsampling(up) or not all(n in weights for n in up.input[1:]):
+        if not _is_upsampling(up) or not all(n in weights for n in up.input[1:] if n):
             continue
         after = users.get(up.output[0], [])
         if len(after) != 1 or after[0].op_type != "Relu":
@@ -121,12 +134,14 @@ def rewrite_decoder(model: onnx.ModelProto) -> bool:
         if len(after) != 1 or not _is_same_conv3(after[0]):
             continue
         conv = after[0]
-        if not all(n in weights for n in conv.input[1:]):
+        if not all(n in weights for n in conv.input[1:] if n):
             continue
-        arrays = [numpy_helper.to_array(weights[n]) for n in (*up.input[1:], *conv.input[1:])]
-        k_up, b_up, k_out, b_out = phase_kernels(*arrays)
+        w_up, bias_up = _weight_and_bias(up, weights, out_axis=1)
+        w_out, bias_out = _weight_and_bias(conv, weights, out_axis=0)
+        k_up, b_up, k_out, b_out = phase_kernels(w_up, bias_up[1], w_out, bias_out[1])
         # Named after the parameters they replace, so plain_initializers() can undo it.
-        names = [f"{n}{UP}" for n in up.input[1:]] + [f"{n}{OUT}" for n in conv.input[1:]]
+        names = [f"{up.input[1]}{UP}", f"{bias_up[0]}{UP}"]
+        names += [f"{conv.input[1]}{OUT}", f"{bias_out[0]}{OUT}"]
         phases, relu_out, out_phases = "subpixel.phases", "subpixel.relu", "subpixel.out"
         new_nodes = [
             helper.make_node(

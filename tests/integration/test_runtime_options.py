@@ -51,10 +51,11 @@ def test_fp16_serves_the_float16_variants_and_reports_it(fp16_repository):
         z_mean = cpu_session(folder / f"encoder{suffix}").run(None, {"image": IMAGES})[0]
         np.testing.assert_allclose(served[variant][0], images, rtol=0, atol=1e-6)
         np.testing.assert_allclose(served[variant][1], z_mean, rtol=0, atol=1e-6)
-    # The two variants really differ (by ~3e-5 here), so the checks above tell them apart; and
-    # float16 stays within the parity tolerance the exporter checks (5e-3 for pixels).
+    # The two variants really differ (by ~7e-6 to 3e-5 here: more than twice the 1e-6 the checks
+    # above allow), so those checks tell them apart; and float16 stays within the parity
+    # tolerance the exporter checks (5e-3 for pixels).
     gap = np.abs(served["fp16"][0] - served["fp32"][0]).max()
-    assert 1e-5 < gap < 5e-3
+    assert 2e-6 < gap < 5e-3
 
 
 def test_fp16_without_the_variants_is_refused_naming_the_export_flag(tiny_repository, tmp_path):

@@ -254,3 +254,21 @@ def test_onnx_elbo_agrees_with_pytorch(tiny_repository, tmp_path):
     assert onnx_result["kl"] == pytest.approx(torch_result["kl"], rel=1e-4)
     # different noise streams (numpy vs torch): the means agree to Monte Carlo error
     assert onnx_result["nelbo"] == pytest.approx(torch_result["nelbo"], rel=0.01)
+
+
+def test_a_fresh_models_zero_biases_survive_the_optimizer_that_drops_them(
+    tiny_repository, tmp_path
+):
+    """Keras initialisation gives zero biases, which the ONNX optimizer removes from the graphs:
+    the decoder is still rewritten to sub-pixel form, and the PyTorch model read back from the
+    graphs has exactly the checkpoint's parameters."""
+    from vaeserve.export.from_onnx import torch_model_from_spec
+
+    spec = ModelRepository(tiny_repository).scan().resolve()
+    decoder = onnx.load(str(spec.graph_path("decoder")))
+    assert not any(i.name.endswith("bias") for i in decoder.graph.initializer)  # dropped
+    assert spec.meta["exporter"]["decoder_rewrite"] == "subpixel"
+    model, _ = load_model(save_untrained_checkpoint(tmp_path / "same.pt"))  # same seed, weights
+    read_back = torch_model_from_spec(spec).state_dict()
+    for key, value in model.state_dict().items():
+        assert torch.equal(read_back[key], value), key
