@@ -8,6 +8,7 @@ half-written or failing model.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
@@ -33,6 +34,7 @@ from vaeserve.export.onnx_eval import cpu_session, onnx_elbo, run_batched
 from vaeserve.export.subpixel import rewrite_decoder
 from vaeserve.imaging import to_float
 from vaeserve.training.checkpoint import load_model, train_config_of
+from vaeserve.training.collapse import ADVICE, collapse_verdict
 from vaeserve.training.data import DatasetError
 from vaeserve.training.model import VAE
 from vaeserve.training.train import load_split
@@ -67,9 +69,13 @@ def export_model(
     data: str | None = None,
     command: str | None = None,
     force: bool = False,
+    allow_collapsed: bool = False,
 ) -> ExportResult:
     """Export, check (onnx.checker, parity on random and real inputs at every batch size), write
-    metadata, and move the finished model into `repository/name/version`."""
+    metadata, and move the finished model into `repository/name/version`.
+
+    A checkpoint whose run collapsed (training/collapse.py) is refused unless `allow_collapsed`:
+    its decoder ignores z, so every served sample would be the same blur."""
     if not NAME_RE.match(name):
         raise ExportError(f"model name {name!r}: use letters, digits, '_', '.', '-' (max 64)")
     if version < 1:
@@ -77,6 +83,8 @@ def export_model(
     if min(batch_sizes) < 1:
         raise ExportError(f"batch sizes must be >= 1, got {batch_sizes}")
     model, state = load_model(checkpoint)
+    if not allow_collapsed:
+        _refuse_collapsed(Path(checkpoint), state)
     target = Path(repository) / name / str(version)
     if target.exists() and not force:
         raise ExportError(f"{target} already exists (use --force to replace it)")
@@ -101,6 +109,28 @@ def export_model(
         shutil.rmtree(work, ignore_errors=True)
     log.info("exported %s version %d to %s", name, version, target)
     return ExportResult(target, meta)
+
+
+def _refuse_collapsed(checkpoint: Path, state: dict[str, Any]) -> None:
+    """One-line ExportError when the checkpoint's history (or the metrics.json beside it) says
+    the posterior collapsed; checkpoints from before the measure (no `active_units`) pass."""
+    metrics = None
+    metrics_path = checkpoint.with_name("metrics.json")
+    if metrics_path.is_file():
+        try:
+            loaded = json.loads(metrics_path.read_text())
+        except (OSError, ValueError):
+            loaded = None
+        # only a metrics.json of this very run: same number of epochs as the checkpoint
+        if isinstance(loaded, dict) and loaded.get("epochs") == state.get("epoch"):
+            metrics = loaded
+    reason = collapse_verdict(list(state.get("history") or []), metrics)
+    if reason is not None:
+        raise ExportError(
+            f"{checkpoint}: posterior collapse ({reason}): the decoder ignores z and every "
+            f"sample would be the same blur; retrain ({ADVICE}), or pass --allow-collapsed to "
+            "export it anyway"
+        )
 
 
 def _export_into(

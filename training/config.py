@@ -57,6 +57,16 @@ class TrainConfig:
     kl_warmup_epochs: float = 5.0
     """Epochs over which the KL weight ramps linearly from 0 to beta; guards against posterior
     collapse, so that even a 2-D latent model uses its latent."""
+    kl_cycles: int = 0
+    """Cyclical KL annealing (Fu et al. 2019): the run is cut into this many cycles, and in each
+    the KL weight ramps 0 -> beta over the first half, then stays at beta. 0 (default) keeps the
+    linear warm-up of `kl_warmup_epochs`; otherwise it replaces it."""
+    free_bits: float = 0.0
+    """Free bits (Kingma et al. 2016): each latent dimension's batch-mean KL counts at least this
+    many nats in the training loss, so the optimiser gains nothing by closing a dimension below
+    it. 0 (default) turns it off; reported NELBOs are always the true ones."""
+    fail_on_collapse: bool = False
+    """Stop with an error (after writing the checkpoint) once the posterior has collapsed."""
     seed: int = 0
     val_fraction: float = 0.1
     limit: int | None = None
@@ -78,6 +88,10 @@ class TrainConfig:
             raise InputError(f"beta must be >= 0, got {self.beta}")
         if self.kl_warmup_epochs < 0:
             raise InputError(f"kl_warmup_epochs must be >= 0, got {self.kl_warmup_epochs}")
+        if self.kl_cycles < 0:
+            raise InputError(f"kl_cycles must be >= 0, got {self.kl_cycles}")
+        if self.free_bits < 0:
+            raise InputError(f"free_bits must be >= 0, got {self.free_bits}")
         if self.limit is not None and self.limit < 1:
             raise InputError(f"limit must be >= 1, got {self.limit}")
 

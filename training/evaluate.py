@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import logging
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -10,10 +13,13 @@ import torch
 from tqdm import tqdm
 
 from vaeserve.errors import InputError
+from vaeserve.training import train as _train
 from vaeserve.training.checkpoint import load_model, train_config_of
 from vaeserve.training.data import load_dataset
 from vaeserve.training.loss import iwae_bound
-from vaeserve.training.train import evaluate_elbo, load_split, to_tensor
+from vaeserve.training.train import evaluate_elbo, is_terminal, load_split, to_tensor
+
+log = logging.getLogger(__name__)
 
 
 def evaluate(
@@ -54,15 +60,28 @@ def evaluate(
     elbo = evaluate_elbo(model, images, device, seed)
     gen = torch.Generator().manual_seed(seed + 1)
     bounds = []
-    for start in tqdm(
-        range(0, len(images), batch_size),
+    bar_on = progress and is_terminal(sys.stderr)  # a log file gets lines, not '\r' updates
+    n_batches = -(-len(images) // batch_size)
+    last_report = time.monotonic()
+    for b in tqdm(
+        range(n_batches),
         desc=f"IWAE-{iw_samples}",
         unit="batch",
-        disable=not progress,
+        disable=not bar_on,
         leave=False,
     ):
-        x = to_tensor(images[start : start + batch_size], device)
+        x = to_tensor(images[b * batch_size : (b + 1) * batch_size], device)
         bounds.append(iwae_bound(model, x, iw_samples, gen).numpy())
+        now = time.monotonic()
+        if progress and not bar_on and now - last_report >= _train.PROGRESS_EVERY_S:
+            last_report = now
+            log.info(
+                "IWAE-%d: batch %d/%d (%d%%)",
+                iw_samples,
+                b + 1,
+                n_batches,
+                100 * (b + 1) // n_batches,
+            )
     log_px = float(np.concatenate(bounds).mean())
     return {
         "checkpoint": str(checkpoint),

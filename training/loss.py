@@ -26,6 +26,19 @@ def gaussian_kl(z_mean: torch.Tensor, z_log_var: torch.Tensor) -> torch.Tensor:
     return 0.5 * (z_mean.pow(2) + z_log_var.exp() - 1.0 - z_log_var).sum(dim=1)
 
 
+def gaussian_kl_per_dim(z_mean: torch.Tensor, z_log_var: torch.Tensor) -> torch.Tensor:
+    """The KL of `gaussian_kl` before the sum over latent dimensions: N x L."""
+    return 0.5 * (z_mean.pow(2) + z_log_var.exp() - 1.0 - z_log_var)
+
+
+def free_bits_kl(z_mean: torch.Tensor, z_log_var: torch.Tensor, floor: float) -> torch.Tensor:
+    """sum_d max(floor, mean over the batch of KL_d) (Kingma et al. 2016): a scalar for the
+    training loss only. Below the floor a dimension's KL has no gradient, so the optimiser gains
+    nothing by switching it off; not a bound, so never reported as the ELBO."""
+    per_dim = gaussian_kl_per_dim(z_mean, z_log_var).mean(dim=0)
+    return torch.clamp(per_dim, min=floor).sum()
+
+
 def diag_gaussian_log_prob(
     z: torch.Tensor, mean: torch.Tensor, log_var: torch.Tensor
 ) -> torch.Tensor:

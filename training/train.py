@@ -1,14 +1,16 @@
-"""The training loop: seeded split, KL warm-up, per-epoch validation, checkpoints and resume."""
+"""The training loop: seeded split, KL warm-up or cycles, free bits, per-epoch validation and
+posterior-collapse check, checkpoints and resume."""
 
 from __future__ import annotations
 
 import json
 import logging
 import math
+import sys
 import time
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import numpy as np
 import torch
@@ -17,9 +19,17 @@ from tqdm import tqdm
 from vaeserve import __version__
 from vaeserve.errors import UserError
 from vaeserve.training.checkpoint import load_checkpoint, save_checkpoint, train_config_of
+from vaeserve.training.collapse import (
+    ADVICE,
+    MEANING,
+    CollapseTracker,
+    PosteriorCollapse,
+    active_units,
+    kl_per_dim,
+)
 from vaeserve.training.config import ModelConfig, TrainConfig
 from vaeserve.training.data import ImageData, load_dataset, split_indices
-from vaeserve.training.loss import elbo_terms
+from vaeserve.training.loss import bernoulli_nll, elbo_terms, free_bits_kl, gaussian_kl
 from vaeserve.training.model import VAE, count_parameters
 
 log = logging.getLogger(__name__)
@@ -27,6 +37,8 @@ log = logging.getLogger(__name__)
 CHECKPOINT = "checkpoint.pt"
 METRICS = "metrics.json"
 EVAL_SEED = 0  # validation noise: its own fixed stream, so `vaeserve evaluate` reproduces it
+STATS_MAX_IMAGES = 10_000  # active units and KL per dimension: plenty for a variance, and cheap
+PROGRESS_EVERY_S = 30.0  # without a terminal: at most one progress line this often in an epoch
 
 
 class DeviceUnavailable(UserError, ValueError):
@@ -61,7 +73,15 @@ def load_split(
 
 
 def kl_weight(cfg: TrainConfig, progress_epochs: float) -> float:
-    """Linear KL warm-up from 0 to beta over `kl_warmup_epochs` (Bowman et al. 2016)."""
+    """Linear KL warm-up from 0 to beta over `kl_warmup_epochs` (Bowman et al. 2016), or with
+    `kl_cycles` the cyclical schedule (Fu et al. 2019): in each of M equal cycles of the run,
+    0 -> beta over the first half, then beta. The run's end counts as the last cycle's end."""
+    if cfg.kl_cycles > 0:
+        if progress_epochs >= cfg.epochs:
+            return cfg.beta
+        period = cfg.epochs / cfg.kl_cycles
+        position = (progress_epochs % period) / period
+        return cfg.beta * min(1.0, 2.0 * position)
     if cfg.kl_warmup_epochs <= 0:
         return cfg.beta
     return cfg.beta * min(1.0, progress_epochs / cfg.kl_warmup_epochs)
@@ -84,6 +104,47 @@ def evaluate_elbo(
     return {"nelbo": (recon_sum + kl_sum) / n, "recon": recon_sum / n, "kl": kl_sum / n}
 
 
+def training_loss(
+    cfg: TrainConfig, weight: float, model: VAE, x: torch.Tensor, gen: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(loss to minimise, reconstruction NLL, KL) for one batch; recon and KL per image are the
+    true ELBO terms, while the loss may floor each dimension's KL (`free_bits`)."""
+    logits, z_mean, z_log_var = model(x, gen)
+    recon, kl = bernoulli_nll(logits, x), gaussian_kl(z_mean, z_log_var)
+    if cfg.free_bits > 0:
+        loss = recon.mean() + weight * free_bits_kl(z_mean, z_log_var, cfg.free_bits)
+    else:
+        loss = (recon + weight * kl).mean()
+    return loss, recon, kl
+
+
+@torch.no_grad()
+def latent_statistics(
+    model: VAE, images: np.ndarray, device: torch.device, batch_size: int = 1000
+) -> dict[str, Any]:
+    """Active units and KL per dimension from the posterior means and variances (no noise, so
+    the training RNG stream is untouched and resume stays exact)."""
+    model.eval()
+    images = images[:STATS_MAX_IMAGES]
+    means, log_vars = [], []
+    for start in range(0, len(images), batch_size):
+        mu, log_var = model.encode(to_tensor(images[start : start + batch_size], device))
+        means.append(mu.cpu().numpy())
+        log_vars.append(log_var.cpu().numpy())
+    if not means:
+        return {"active_units": 0, "kl_per_dim": []}
+    z_mean, z_log_var = np.concatenate(means), np.concatenate(log_vars)
+    return {"active_units": active_units(z_mean), "kl_per_dim": kl_per_dim(z_mean, z_log_var)}
+
+
+def is_terminal(stream: TextIO) -> bool:
+    """Whether `stream` is a terminal: only there does a carriage-return progress bar help."""
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError):  # no isatty, or closed
+        return False
+
+
 def to_tensor(images: np.ndarray, device: torch.device) -> torch.Tensor:
     """uint8 N x C x H x W to float32 in [0, 1] on `device`: converted there, after the copy,
     so a GPU receives a quarter of the bytes (`vaeserve.imaging.to_float` is the numpy one)."""
@@ -100,17 +161,26 @@ def train(
     width: int | None = None,
     resume: bool = False,
     progress: bool = True,
+    progress_stream: TextIO | None = None,
 ) -> dict[str, Any]:
     """Train (or resume) a run in `out_dir`; returns the metrics also written to metrics.json.
 
-    Image shape settings left as None are taken from the data.
+    Image shape settings left as None are taken from the data. Progress: a tqdm bar on
+    `progress_stream` (default stderr) when it is a terminal; otherwise (a log file, a pipe) a
+    logged line at most every PROGRESS_EVERY_S seconds of an epoch, so logs hold no '\\r'.
+    Raises PosteriorCollapse (after writing the checkpoint) with `cfg.fail_on_collapse`.
     """
     out_dir = Path(out_dir)
     ckpt_path = out_dir / CHECKPOINT
     state: dict[str, Any] | None = None
     if resume:
         state = load_checkpoint(ckpt_path)
-        cfg = replace(train_config_of(state), epochs=cfg.epochs, device=cfg.device)
+        cfg = replace(
+            train_config_of(state),
+            epochs=cfg.epochs,
+            device=cfg.device,
+            fail_on_collapse=cfg.fail_on_collapse,
+        )
         model_cfg = ModelConfig.from_dict(state["model_config"])
     else:
         model_cfg = None
@@ -136,7 +206,7 @@ def train(
     model = VAE(model_cfg).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     gen = torch.Generator().manual_seed(cfg.seed)  # shuffling and posterior noise
-    history: list[dict[str, float]] = []
+    history: list[dict[str, Any]] = []
     start_epoch = 0
     if state is not None:
         model.load_state_dict(state["model"])
@@ -148,6 +218,10 @@ def train(
         if start_epoch >= cfg.epochs:
             log.info("nothing to do: the run already has %d epochs (raise --epochs)", start_epoch)
 
+    tracker = CollapseTracker.from_history(history)
+    stream = sys.stderr if progress_stream is None else progress_stream
+    bar_on = progress and is_terminal(stream)
+    stats_set = val_set if len(val_set) else train_set
     dataset_info = data.describe()
     n_train = len(train_set)
     n_batches = math.ceil(n_train / cfg.batch_size)
@@ -160,16 +234,17 @@ def train(
             range(n_batches),
             desc=f"epoch {epoch + 1}/{cfg.epochs}",
             unit="batch",
-            disable=not progress,
+            disable=not bar_on,
             leave=False,
             mininterval=0.5,
+            file=stream,
         )
+        last_report = time.monotonic()
         for b in bar:
             idx = perm[b * cfg.batch_size : (b + 1) * cfg.batch_size]
             x = to_tensor(train_set.images[idx], device)
             weight = kl_weight(cfg, epoch + b / n_batches)
-            recon, kl = elbo_terms(model, x, gen)
-            loss = (recon + weight * kl).mean()
+            loss, recon, kl = training_loss(cfg, weight, model, x, gen)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -181,7 +256,21 @@ def train(
             for key, value in batch.items():
                 sums[key] += value * len(idx)
             bar.set_postfix(loss=f"{batch['loss']:.2f}", kl=f"{batch['kl']:.2f}")
-        row: dict[str, float] = {
+            now = time.monotonic()
+            report = progress and not bar_on and b + 1 < n_batches
+            if report and now - last_report >= PROGRESS_EVERY_S:
+                last_report = now
+                log.info(
+                    "epoch %d/%d: batch %d/%d (%d%%), loss=%.3f, kl=%.3f",
+                    epoch + 1,
+                    cfg.epochs,
+                    b + 1,
+                    n_batches,
+                    100 * (b + 1) // n_batches,
+                    batch["loss"],
+                    batch["kl"],
+                )
+        row: dict[str, Any] = {
             "epoch": epoch + 1,
             "kl_weight": kl_weight(cfg, epoch + 1),
             "train_loss": sums["loss"] / n_train,
@@ -190,14 +279,31 @@ def train(
         if len(val_set):
             val = evaluate_elbo(model, val_set.images, device, EVAL_SEED)
             row.update({f"val_{k}": v for k, v in val.items()})
+        row.update(latent_statistics(model, stats_set.images, device))
         row["seconds"] = time.perf_counter() - t0
         history.append(row)
         log.info(
-            "epoch %d/%d %s",
+            "epoch %d/%d %s active=%d/%d",
             epoch + 1,
             cfg.epochs,
-            " ".join(f"{k}={v:.3f}" for k, v in row.items() if k != "epoch"),
+            " ".join(
+                f"{k}={v:.3f}"
+                for k, v in row.items()
+                if k not in ("epoch", "active_units", "kl_per_dim")
+            ),
+            row["active_units"],
+            model_cfg.latent_dim,
         )
+        just_collapsed = tracker.update(epoch + 1, row["active_units"])
+        if just_collapsed:
+            log.warning(
+                "%s (active=0/%d for %d epochs in a row, at epoch %d); %s",
+                MEANING,
+                model_cfg.latent_dim,
+                tracker.patience,
+                epoch + 1,
+                ADVICE,
+            )
         save_checkpoint(
             ckpt_path,
             {
@@ -212,10 +318,20 @@ def train(
                 "versions": versions(),
             },
         )
-        metrics = build_metrics(model, model_cfg, cfg, history, dataset_info, len(val_set))
+        metrics = build_metrics(
+            model, model_cfg, cfg, history, dataset_info, len(val_set), tracker.collapsed_at
+        )
         (out_dir / METRICS).write_text(json.dumps(metrics, indent=2) + "\n")
+        if just_collapsed and cfg.fail_on_collapse:
+            raise PosteriorCollapse(
+                f"posterior collapse at epoch {epoch + 1} (no active latent unit for "
+                f"{tracker.patience} epochs; checkpoint and metrics written to {out_dir}), "
+                f"stopped by --fail-on-collapse; {ADVICE}"
+            )
 
-    metrics = build_metrics(model, model_cfg, cfg, history, dataset_info, len(val_set))
+    metrics = build_metrics(
+        model, model_cfg, cfg, history, dataset_info, len(val_set), tracker.collapsed_at
+    )
     (out_dir / METRICS).write_text(json.dumps(metrics, indent=2) + "\n")
     from vaeserve.training.pictures import write_pictures  # matplotlib only when needed
 
@@ -231,13 +347,18 @@ def build_metrics(
     model: VAE,
     model_cfg: ModelConfig,
     cfg: TrainConfig,
-    history: list[dict[str, float]],
+    history: list[dict[str, Any]],
     dataset: dict[str, Any],
     n_val: int,
+    collapsed_at: int | None = None,
 ) -> dict[str, Any]:
     last = history[-1] if history else {}
     return {
-        "final": {k: v for k, v in last.items() if k.startswith(("val_", "train_"))},
+        "final": {
+            k: v for k, v in last.items() if k.startswith(("val_", "train_")) or k == "active_units"
+        },
+        "collapsed": collapsed_at is not None,
+        "collapsed_epoch": collapsed_at,
         "epochs": len(history),
         "train_seconds": sum(r["seconds"] for r in history),
         "parameters": {

@@ -22,6 +22,9 @@ def _train(args: argparse.Namespace) -> int:
             lr=args.lr,
             beta=args.beta,
             kl_warmup_epochs=args.kl_warmup,
+            kl_cycles=args.kl_cycles,
+            free_bits=args.free_bits,
+            fail_on_collapse=args.fail_on_collapse,
             seed=args.seed,
             val_fraction=args.val_fraction,
             limit=args.limit,
@@ -75,6 +78,7 @@ def _export(args: argparse.Namespace) -> int:
             data=args.data,
             command=args.command_note,
             force=args.force,
+            allow_collapsed=args.allow_collapsed,
         )
     meta = result.meta
     summary = {
@@ -144,12 +148,38 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--kl-warmup", type=float, default=5.0, help="epochs of linear KL warm-up (0 turns it off)"
     )
+    p.add_argument(
+        "--kl-cycles",
+        type=int,
+        default=0,
+        metavar="M",
+        help="cyclical KL annealing (Fu et al. 2019): M cycles over the run, each ramping the KL "
+        "weight 0 -> beta over its first half; replaces --kl-warmup (default 0: off)",
+    )
+    p.add_argument(
+        "--free-bits",
+        type=float,
+        default=0.0,
+        metavar="LAMBDA",
+        help="free bits (Kingma et al. 2016): floor of LAMBDA nats on each latent dimension's "
+        "batch-mean KL in the training loss; reported NELBOs stay true (default 0: off)",
+    )
+    p.add_argument(
+        "--fail-on-collapse",
+        action="store_true",
+        help="stop with an error (checkpoint and metrics written) when no latent unit is "
+        "active for 2 epochs in a row (posterior collapse)",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--val-fraction", type=float, default=0.1)
     p.add_argument("--limit", type=int, default=None, help="use only the first N images")
     p.add_argument("--device", default="cpu", help="cpu or cuda")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument(
+        "--quiet",
+        action="store_true",
+        help="no progress (a bar on a terminal; otherwise a line every 30 s in long epochs)",
+    )
     p.set_defaults(func=_train)
 
     p = sub.add_parser("evaluate", help="ELBO and IWAE bound of a checkpoint (extra: train)")
@@ -206,4 +236,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         help="the command that built this model, recorded in model.json",
     )
     p.add_argument("--force", action="store_true", help="replace an existing version")
+    p.add_argument(
+        "--allow-collapsed",
+        action="store_true",
+        help="export even a checkpoint whose run had posterior collapse (no active latent unit)",
+    )
     p.set_defaults(func=_export)
