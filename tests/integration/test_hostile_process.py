@@ -147,15 +147,18 @@ def sigterm_outcomes(repository, workdir, use_client: bool) -> Counter[str]:
 def test_sigterm_under_32_clients_never_hands_a_caller_cancelled(tiny_repository, tmp_path):
     """32 clients call Sample(n=1) in a loop while the server gets SIGTERM. gRPC core cancels
     the calls that reach the server in the instant it stops (measured with raw stubs); VaeClient
-    retries those like UNAVAILABLE, so no caller ever sees CANCELLED: each ends with OK or
-    UNAVAILABLE (no replica left to retry on)."""
+    retries those like UNAVAILABLE, so no caller ever sees CANCELLED: each ends with OK, or
+    with UNAVAILABLE or (rarely, once in four CI runs: its retries, the channel's and its own,
+    outlast the 20 s deadline against the stopping server) DEADLINE_EXCEEDED, both meaning no
+    replica was left to retry on."""
     (tmp_path / "raw").mkdir()
     (tmp_path / "client").mkdir()
     raw = sigterm_outcomes(tiny_repository, tmp_path / "raw", use_client=False)
     client = sigterm_outcomes(tiny_repository, tmp_path / "client", use_client=True)
     print(f"raw stubs: {dict(raw)}; VaeClient: {dict(client)}")
     assert client["OK"] > 100 and raw["OK"] > 100
-    assert set(client) <= {"OK", "UNAVAILABLE"}  # raw stubs: the CANCELLED count is printed
+    assert "CANCELLED" not in client  # raw stubs: their CANCELLED count is printed
+    assert set(client) <= {"OK", "UNAVAILABLE", "DEADLINE_EXCEEDED"}
 
 
 def test_a_normal_caller_is_served_through_a_flood_of_unread_streams_and_big_samples(tmp_path):
