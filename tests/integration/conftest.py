@@ -135,11 +135,14 @@ SERVE_CODE = (
 
 
 @contextmanager
-def serve_process(repository: Path, workdir: Path, *flags: str) -> Iterator[ServeProcess]:
+def serve_process(repository: Path | None, workdir: Path, *flags: str) -> Iterator[ServeProcess]:
+    """`vaeserve serve` on free loopback ports, on the CPU; `repository` None: every other
+    setting at its default (the bundled model, providers "auto")."""
     port_file, log = workdir / "ports.json", workdir / "serve.log"
+    chosen = [] if repository is None else ["--repository", str(repository), "--providers", "cpu"]
     cmd = [
-        sys.executable, "-c", SERVE_CODE, "serve", "--repository", str(repository),
-        "--host", "127.0.0.1", "--port", "0", "--metrics-port", "-1", "--providers", "cpu",
+        sys.executable, "-c", SERVE_CODE, "serve", *chosen,
+        "--host", "127.0.0.1", "--port", "0", "--metrics-port", "-1",
         "--port-file", str(port_file), *flags,
     ]  # fmt: skip
     with log.open("w") as out:

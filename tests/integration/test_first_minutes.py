@@ -4,20 +4,19 @@ no server is told how to start one."""
 
 from __future__ import annotations
 
-import json
 import signal
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import grpc
-import pytest
 
 from vaeserve.service.cuda_probe import cuda_usable
 from vaeserve.v1 import vae_pb2 as pb
 from vaeserve.v1 import vae_pb2_grpc
+
+from .conftest import serve_process
 
 CLI = "import sys; from vaeserve.cli import main; sys.exit(main(sys.argv[1:]))"
 
@@ -31,29 +30,14 @@ def free_port() -> int:
 def test_serve_with_defaults_prints_no_error(tmp_path: Path):
     """Every setting left at its default (the bundled model, providers "auto") but the ports,
     so parallel runs do not clash. ONNX Runtime's own ERROR lines go to stderr, beside ours."""
-    port_file, log = tmp_path / "ports.json", tmp_path / "serve.log"
-    cmd = [sys.executable, "-c", CLI, "serve", "--host", "127.0.0.1", "--port", "0"]
-    cmd += ["--metrics-port", "-1", "--port-file", str(port_file)]
-    with log.open("w") as out:
-        process = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, text=True)
-    try:
-        deadline = time.monotonic() + 120
-        while not port_file.is_file():
-            if process.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"vaeserve serve did not start:\n{log.read_text()}")
-            time.sleep(0.05)
-        port = json.loads(port_file.read_text())["port"]
-        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+    with serve_process(None, tmp_path) as srv:
+        with grpc.insecure_channel(srv.target) as channel:
             info = vae_pb2_grpc.VaeServiceStub(channel).GetModelInfo(
                 pb.GetModelInfoRequest(), timeout=10
             )
-        process.send_signal(signal.SIGTERM)
-        assert process.wait(30) == 0
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait(10)
-    output = log.read_text()
+        srv.process.send_signal(signal.SIGTERM)
+        assert srv.process.wait(30) == 0
+    output = srv.log.read_text()
     errors = [line for line in output.splitlines() if "ERROR" in line or "[E:" in line]
     assert errors == [], output
     usable, _ = cuda_usable()
