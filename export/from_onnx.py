@@ -17,9 +17,16 @@ from vaeserve.training.model import VAE
 
 
 def torch_model_from_spec(spec: ModelSpec) -> VAE:
-    """The VAE of a repository model version, in eval mode, with the weights of its graphs."""
+    """The VAE of a repository model version, in eval mode, with the weights of its graphs.
+
+    The network's shape is model.json's training.model_config (the book's network for models
+    that predate it); a Gaussian likelihood's scale comes from `likelihood_scale`."""
     c, h, w = spec.image_shape
-    model = VAE(ModelConfig(height=h, width=w, channels=c, latent_dim=spec.latent_dim))
+    recorded = (spec.meta.get("training") or {}).get("model_config") or {}
+    cfg = ModelConfig.from_dict(
+        {**recorded, "height": h, "width": w, "channels": c, "latent_dim": spec.latent_dim}
+    )
+    model = VAE(cfg)
     wanted = model.state_dict()
     state = {}
     for graph in ("encoder", "decoder"):
@@ -31,5 +38,8 @@ def torch_model_from_spec(spec: ModelSpec) -> VAE:
     for key, value in wanted.items():  # the ONNX optimizer drops all-zero biases
         if key.endswith(".bias") and key not in state and f"{key[:-4]}weight" in state:
             state[key] = torch.zeros_like(value)
+    if cfg.likelihood == "gaussian":
+        sigma = torch.tensor(spec.meta["likelihood_scale"], dtype=torch.float32)
+        state["log_scale"] = torch.log(sigma)
     model.load_state_dict(state)  # strict: every other parameter must come from the graphs
     return model.eval()

@@ -5,6 +5,7 @@ No torch here, so a model can be checked where only the `serve` extra is install
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -39,19 +40,26 @@ def onnx_elbo(
     decoder: ort.InferenceSession,
     images: np.ndarray,
     seed: int = 0,
+    scale: Sequence[float] | None = None,
 ) -> dict[str, float]:
-    """Mean NELBO, Bernoulli reconstruction NLL and KL per image (nats) from the two graphs.
+    """Mean NELBO, reconstruction NLL and KL per image (nats) from the two graphs.
 
     `images` are uint8 N x C x H x W. One posterior sample per image, drawn with numpy from `seed`.
+    Bernoulli pixels, or with `scale` (sigma per channel) a Gaussian around the decoded image.
     """
     x = to_float(images)
     z_mean, z_log_var = run_batched(encoder, x)
     eps = np.random.default_rng(seed).standard_normal(z_mean.shape).astype(np.float32)
     z = z_mean + np.exp(0.5 * z_log_var) * eps
     (probs,) = run_batched(decoder, z)
-    p = np.clip(probs.astype(np.float64), _PROB_EPS, 1.0 - _PROB_EPS)
     xd = x.astype(np.float64)
-    recon = -(xd * np.log(p) + (1.0 - xd) * np.log1p(-p)).reshape(len(x), -1).sum(axis=1)
+    if scale is not None:
+        sigma = np.asarray(scale, np.float64).reshape(1, -1, 1, 1)
+        per_pixel = 0.5 * ((xd - probs) / sigma) ** 2 + np.log(sigma) + 0.5 * np.log(2 * np.pi)
+        recon = per_pixel.reshape(len(x), -1).sum(axis=1)
+    else:
+        p = np.clip(probs.astype(np.float64), _PROB_EPS, 1.0 - _PROB_EPS)
+        recon = -(xd * np.log(p) + (1.0 - xd) * np.log1p(-p)).reshape(len(x), -1).sum(axis=1)
     mu, lv = z_mean.astype(np.float64), z_log_var.astype(np.float64)
     kl = 0.5 * (mu**2 + np.exp(lv) - 1.0 - lv).sum(axis=1)
     return {

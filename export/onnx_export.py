@@ -36,6 +36,7 @@ from vaeserve.imaging import to_float
 from vaeserve.training.checkpoint import load_model, train_config_of
 from vaeserve.training.collapse import ADVICE, collapse_verdict
 from vaeserve.training.data import DatasetError
+from vaeserve.training.loss import MIN_LOG_SCALE
 from vaeserve.training.model import VAE
 from vaeserve.training.train import load_split
 
@@ -169,9 +170,10 @@ def _export_into(
     parity["real_inputs"] = real_source
 
     encoder, decoder = cpu_session(work / md.ENCODER), cpu_session(work / md.DECODER)
+    scale = likelihood_scale(model)
     metrics: dict[str, Any] = {"training": _final_metrics(state)}
     if val_images is not None:
-        metrics["onnx_validation"] = onnx_elbo(encoder, decoder, val_images, seed=0)
+        metrics["onnx_validation"] = onnx_elbo(encoder, decoder, val_images, seed=0, scale=scale)
 
     train_cfg = state["train_config"]
     meta: dict[str, Any] = {
@@ -187,7 +189,7 @@ def _export_into(
             "dtype": "float32",
             "range": [0.0, 1.0],
         },
-        "likelihood": "bernoulli",
+        "likelihood": cfg.likelihood,
         "prior": "standard normal",
         "opset": OPSET,
         "graphs": md.graph_signatures(c, h, w, cfg.latent_dim),
@@ -210,6 +212,8 @@ def _export_into(
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "variants": {},
     }
+    if scale is not None:
+        meta["likelihood_scale"] = scale
     if command:
         meta["command"] = command
     props = md.metadata_props(meta)  # before any digest is added: the same for both graphs
@@ -264,8 +268,10 @@ def _subpixel_decoder(path: Path) -> str:
     """Put the decoder's upsampling in sub-pixel form (export/subpixel.py) when it has the
     book's pattern; the parity check that follows compares the result with PyTorch."""
     proto = onnx.load(str(path))
-    if not rewrite_decoder(proto):
+    rewritten = rewrite_decoder(proto)
+    if not rewritten:
         return "none"
+    left = sum(node.op_type == "ConvTranspose" for node in proto.graph.node)
     onnx.save(proto, str(path))
     try:
         onnx.checker.check_model(str(path), full_check=True)
@@ -273,7 +279,8 @@ def _subpixel_decoder(path: Path) -> str:
         raise ExportError(
             f"{path.name}: onnx.checker rejected the sub-pixel decoder: {exc}"
         ) from None
-    return "subpixel"
+    log.info("sub-pixel decoder: %d upsampling(s) rewritten, %d left", rewritten, left)
+    return "subpixel" if not left else f"subpixel ({rewritten} of {rewritten + left})"
 
 
 def _real_inputs(
@@ -417,6 +424,14 @@ def _variant_diff(reference: Path, variant: Path, batch_sizes: tuple[int, ...]) 
         for a, b in zip(run_batched(ref, x), run_batched(var, x), strict=True):
             worst = max(worst, float(np.abs(a - b).max()))
     return worst
+
+
+def likelihood_scale(model: VAE) -> list[float] | None:
+    """A Gaussian likelihood's learned sigma per channel (model.json's `likelihood_scale`): it
+    lives outside both graphs, whose images are the Gaussian's mean; None for Bernoulli."""
+    if model.config.likelihood != "gaussian":
+        return None
+    return [float(v) for v in torch.exp(model.log_scale.detach().clamp(min=MIN_LOG_SCALE))]
 
 
 def _final_metrics(state: dict[str, Any]) -> dict[str, float]:

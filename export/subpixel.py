@@ -14,9 +14,13 @@ docs/performance-analysis.md). An exact equivalent works on the 2x-coarser grid 
   phase channels to 4 * C_out phase channels;
 - DepthToSpace (DCR) interleaves the 4 * C_out phases back into the [N, C_out, 2H, 2W] image.
 
+Deeper decoders (ModelConfig.stages) chain several stride-2 ConvTransposes: the last one, before
+the final Conv, is fused as above; each earlier one becomes the 2x2 Conv to phases followed by
+DepthToSpace on its own (a ConvTranspose is exactly that; the Relu after it stays elementwise).
+
 Only the summation order changes: outputs agree to float32 rounding (about 2e-6 on the MNIST
-model), and the exporter's parity check against PyTorch still guards every export. Graphs
-without this exact pattern (another stride or padding, an odd output size) are left as they are.
+model), and the exporter's parity check against PyTorch still guards every export. Upsamplings
+without this exact form (another stride or padding, an odd output size) are left as they are.
 """
 
 from __future__ import annotations
@@ -64,18 +68,12 @@ def _is_same_conv3(node: onnx.NodeProto) -> bool:
     )
 
 
-def phase_kernels(
-    w_up: np.ndarray, b_up: np.ndarray, w_out: np.ndarray, b_out: np.ndarray
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Weights of the coarse-grid pair (2x2 Conv to phases, 3x3 Conv between phases).
-
-    w_up: ConvTranspose weight [C_in, C_mid, 3, 3]; w_out: Conv weight [C_out, C_mid, 3, 3].
-    Phase p = 2a + b; channels are phase-major (p * C + c), as DepthToSpace DCR reads them.
-    """
+def up_kernel(w_up: np.ndarray) -> np.ndarray:
+    """The ConvTranspose [C_in, C_mid, 3, 3] as a 2x2 Conv to the four output phases,
+    [4 * C_mid, C_in, 2, 2]; phase p = 2a + b, channels phase-major (p * C + c), as DepthToSpace
+    DCR reads them."""
     c_in, c_mid = w_up.shape[:2]
-    c_out = w_out.shape[0]
     k_up = np.zeros((4 * c_mid, c_in, 2, 2), np.float64)
-    k_out = np.zeros((4 * c_out, 4 * c_mid, 3, 3), np.float64)
     for a in (0, 1):
         for b in (0, 1):
             p = 2 * a + b
@@ -84,6 +82,22 @@ def phase_kernels(
                     ki, kj = _TAP[(a, di)], _TAP[(b, dj)]
                     if ki is not None and kj is not None:
                         k_up[p * c_mid : (p + 1) * c_mid, :, di, dj] = w_up[:, :, ki, kj].T
+    return k_up.astype(np.float32)
+
+
+def phase_kernels(
+    w_up: np.ndarray, b_up: np.ndarray, w_out: np.ndarray, b_out: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Weights of the coarse-grid pair (2x2 Conv to phases, 3x3 Conv between phases).
+
+    w_up: ConvTranspose weight [C_in, C_mid, 3, 3]; w_out: Conv weight [C_out, C_mid, 3, 3].
+    """
+    c_mid = w_up.shape[1]
+    c_out = w_out.shape[0]
+    k_out = np.zeros((4 * c_out, 4 * c_mid, 3, 3), np.float64)
+    for a in (0, 1):
+        for b in (0, 1):
+            p = 2 * a + b
             # Fine neighbour (2i + a + u, 2j + b + v) lies in phase ((a+u)%2, (b+v)%2) of the
             # coarse pixel (i + (a+u)//2, j + (b+v)//2).
             for u in (-1, 0, 1):
@@ -94,7 +108,7 @@ def phase_kernels(
                         w_out[:, :, u + 1, v + 1]
                     )
     return (
-        k_up.astype(np.float32),
+        up_kernel(w_up),
         np.tile(b_up, 4).astype(np.float32),
         k_out.astype(np.float32),
         np.tile(b_out, 4).astype(np.float32),
@@ -114,81 +128,126 @@ def _weight_and_bias(
     return kernel, (name, np.zeros(kernel.shape[out_axis], kernel.dtype))
 
 
-def rewrite_decoder(model: onnx.ModelProto) -> bool:
-    """Rewrite ConvTranspose -> Relu -> Conv in place into the sub-pixel form; False (and the
-    model untouched) when the graph does not hold that exact pattern."""
+def rewrite_decoder(model: onnx.ModelProto) -> int:
+    """Rewrite, in place, every ConvTranspose -> Relu -> Conv into the fused sub-pixel form, then
+    every other matching ConvTranspose into Conv + DepthToSpace; returns how many upsamplings
+    were rewritten (0: the model is untouched)."""
+    count = 0
+    while _rewrite_one(model, fused=True):
+        count += 1
+    while _rewrite_one(model, fused=False):
+        count += 1
+    return count
+
+
+def _rewrite_one(model: onnx.ModelProto, *, fused: bool) -> bool:
+    """Rewrite the first upsampling of the requested form; False when there is none."""
     graph = model.graph
     weights = {i.name: i for i in graph.initializer}
     users: dict[str, list[onnx.NodeProto]] = {}
     for node in graph.node:
         for name in node.input:
             users.setdefault(name, []).append(node)
+    tag = f"subpixel{sum(n.op_type == 'DepthToSpace' for n in graph.node)}"
     for up in graph.node:
         if not _is_upsampling(up) or not all(n in weights for n in up.input[1:] if n):
             continue
-        after = users.get(up.output[0], [])
-        if len(after) != 1 or after[0].op_type != "Relu":
-            continue
-        relu = after[0]
-        after = users.get(relu.output[0], [])
-        if len(after) != 1 or not _is_same_conv3(after[0]):
-            continue
-        conv = after[0]
-        if not all(n in weights for n in conv.input[1:] if n):
-            continue
         w_up, bias_up = _weight_and_bias(up, weights, out_axis=1)
-        w_out, bias_out = _weight_and_bias(conv, weights, out_axis=0)
-        k_up, b_up, k_out, b_out = phase_kernels(w_up, bias_up[1], w_out, bias_out[1])
-        # Named after the parameters they replace, so plain_initializers() can undo it.
-        names = [f"{up.input[1]}{UP}", f"{bias_up[0]}{UP}"]
-        names += [f"{conv.input[1]}{OUT}", f"{bias_out[0]}{OUT}"]
-        phases, relu_out, out_phases = "subpixel.phases", "subpixel.relu", "subpixel.out"
-        new_nodes = [
-            helper.make_node(
-                "Conv",
-                [up.input[0], names[0], names[1]],
-                [phases],
-                name="subpixel_up",
-                kernel_shape=[2, 2],
-                pads=[0, 0, 1, 1],
-            ),
-            helper.make_node("Relu", [phases], [relu_out], name="subpixel_relu"),
-            helper.make_node(
-                "Conv",
-                [relu_out, names[2], names[3]],
-                [out_phases],
-                name="subpixel_out",
-                kernel_shape=[3, 3],
-                pads=[1, 1, 1, 1],
-            ),
-            helper.make_node(
-                "DepthToSpace",
-                [out_phases],
-                [conv.output[0]],
-                name="subpixel_interleave",
-                blocksize=2,
-                mode="DCR",
-            ),
-        ]
-        old = {id(up), id(relu), id(conv)}
-        nodes: list[onnx.NodeProto] = []
-        for node in graph.node:
-            if id(node) == id(up):
-                nodes.extend(new_nodes)
-            elif id(node) not in old:
-                nodes.append(node)
-        used = {name for node in nodes for name in node.input}
-        kept = [i for i in graph.initializer if i.name in used]
-        del graph.node[:]
-        graph.node.extend(nodes)
-        del graph.initializer[:]
-        graph.initializer.extend(kept)
-        graph.initializer.extend(
-            numpy_helper.from_array(a, n)
-            for a, n in zip((k_up, b_up, k_out, b_out), names, strict=True)
-        )
+        if not fused:
+            replaced = [up]
+            names = [f"{up.input[1]}{UP}", f"{bias_up[0]}{UP}"]
+            arrays = [up_kernel(w_up), np.tile(bias_up[1], 4).astype(np.float32)]
+            new_nodes = [
+                helper.make_node(
+                    "Conv",
+                    [up.input[0], *names],
+                    [f"{tag}.phases"],
+                    name=f"{tag}_up",
+                    kernel_shape=[2, 2],
+                    pads=[0, 0, 1, 1],
+                ),
+                helper.make_node(
+                    "DepthToSpace",
+                    [f"{tag}.phases"],
+                    [up.output[0]],
+                    name=f"{tag}_interleave",
+                    blocksize=2,
+                    mode="DCR",
+                ),
+            ]
+        else:
+            after = users.get(up.output[0], [])
+            if len(after) != 1 or after[0].op_type != "Relu":
+                continue
+            relu = after[0]
+            after = users.get(relu.output[0], [])
+            if len(after) != 1 or not _is_same_conv3(after[0]):
+                continue
+            conv = after[0]
+            if not all(n in weights for n in conv.input[1:] if n):
+                continue
+            replaced = [up, relu, conv]
+            w_out, bias_out = _weight_and_bias(conv, weights, out_axis=0)
+            arrays = list(phase_kernels(w_up, bias_up[1], w_out, bias_out[1]))
+            # Named after the parameters they replace, so plain_initializers() can undo it.
+            names = [f"{up.input[1]}{UP}", f"{bias_up[0]}{UP}"]
+            names += [f"{conv.input[1]}{OUT}", f"{bias_out[0]}{OUT}"]
+            phases, relu_out, out_phases = f"{tag}.phases", f"{tag}.relu", f"{tag}.out"
+            new_nodes = [
+                helper.make_node(
+                    "Conv",
+                    [up.input[0], names[0], names[1]],
+                    [phases],
+                    name=f"{tag}_up",
+                    kernel_shape=[2, 2],
+                    pads=[0, 0, 1, 1],
+                ),
+                helper.make_node("Relu", [phases], [relu_out], name=f"{tag}_relu"),
+                helper.make_node(
+                    "Conv",
+                    [relu_out, names[2], names[3]],
+                    [out_phases],
+                    name=f"{tag}_out",
+                    kernel_shape=[3, 3],
+                    pads=[1, 1, 1, 1],
+                ),
+                helper.make_node(
+                    "DepthToSpace",
+                    [out_phases],
+                    [conv.output[0]],
+                    name=f"{tag}_interleave",
+                    blocksize=2,
+                    mode="DCR",
+                ),
+            ]
+        _splice(graph, up, replaced, new_nodes, dict(zip(names, arrays, strict=True)))
         return True
     return False
+
+
+def _splice(
+    graph: onnx.GraphProto,
+    at: onnx.NodeProto,
+    replaced: list[onnx.NodeProto],
+    new_nodes: list[onnx.NodeProto],
+    initializers: dict[str, np.ndarray],
+) -> None:
+    """Put `new_nodes` where `at` was, drop `replaced` and the initializers no node reads any
+    more, and add `initializers`."""
+    old = {id(n) for n in replaced}
+    nodes: list[onnx.NodeProto] = []
+    for node in graph.node:
+        if id(node) == id(at):
+            nodes.extend(new_nodes)
+        elif id(node) not in old:
+            nodes.append(node)
+    used = {name for node in nodes for name in node.input}
+    kept = [i for i in graph.initializer if i.name in used]
+    del graph.node[:]
+    graph.node.extend(nodes)
+    del graph.initializer[:]
+    graph.initializer.extend(kept)
+    graph.initializer.extend(numpy_helper.from_array(a, n) for n, a in initializers.items())
 
 
 def plain_initializers(graph: onnx.GraphProto) -> dict[str, np.ndarray]:

@@ -12,32 +12,26 @@ from torch import nn
 from vaeserve.training.config import ModelConfig
 
 
-def _half(n: int) -> int:
-    """Size after a 3x3 stride-2 convolution with padding 1 (Keras 'same'): ceil(n / 2)."""
-    return (n + 1) // 2
-
-
 class Encoder(nn.Module):
-    """Image in [0, 1], N x C x H x W -> (z_mean, z_log_var), each N x L."""
+    """Image in [0, 1], N x C x H x W -> (z_mean, z_log_var), each N x L.
+
+    Conv(stem) -> one stride-2 Conv per stage -> two Convs at the last stage's width -> Dense
+    (hidden); with the defaults, exactly the book's layers (and parameter names)."""
 
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
-        h, w = _half(cfg.height), _half(cfg.width)
-        self.features = nn.Sequential(
-            nn.Conv2d(cfg.channels, 32, 3, padding=1),
-            nn.ReLU(),
-            nn.Conv2d(32, 64, 3, stride=2, padding=1),
-            nn.ReLU(),
-            nn.Conv2d(64, 64, 3, padding=1),
-            nn.ReLU(),
-            nn.Conv2d(64, 64, 3, padding=1),
-            nn.ReLU(),
-            nn.Flatten(),
-            nn.Linear(64 * h * w, 32),
-            nn.ReLU(),
-        )
-        self.z_mean = nn.Linear(32, cfg.latent_dim)
-        self.z_log_var = nn.Linear(32, cfg.latent_dim)
+        h, w = cfg.grids()[-1]
+        layers: list[nn.Module] = [nn.Conv2d(cfg.channels, cfg.stem, 3, padding=1), nn.ReLU()]
+        width = cfg.stem
+        for out in cfg.stages:
+            layers += [nn.Conv2d(width, out, 3, stride=2, padding=1), nn.ReLU()]
+            width = out
+        for _ in range(2):
+            layers += [nn.Conv2d(width, width, 3, padding=1), nn.ReLU()]
+        layers += [nn.Flatten(), nn.Linear(width * h * w, cfg.hidden), nn.ReLU()]
+        self.features = nn.Sequential(*layers)
+        self.z_mean = nn.Linear(cfg.hidden, cfg.latent_dim)
+        self.z_log_var = nn.Linear(cfg.hidden, cfg.latent_dim)
 
     def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         x = self.features(image)
@@ -45,21 +39,33 @@ class Encoder(nn.Module):
 
 
 class Decoder(nn.Module):
-    """Latent N x L -> image logits N x C x H x W; `forward` applies the sigmoid."""
+    """Latent N x L -> image logits N x C x H x W; `forward` applies the sigmoid.
+
+    Dense -> the last stage's grid -> one stride-2 ConvTranspose per stage, back to the stem's
+    width -> Conv to C channels."""
 
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
-        h, w = _half(cfg.height), _half(cfg.width)
-        # output_padding makes the transposed convolution land exactly on H x W, odd or even.
-        pad = (cfg.height - (2 * h - 1), cfg.width - (2 * w - 1))
-        self.net = nn.Sequential(
-            nn.Linear(cfg.latent_dim, 64 * h * w),
+        grids = cfg.grids()
+        h, w = grids[-1]
+        widths = [cfg.stem, *cfg.stages]  # widths[i]: channels on grids[i] (i >= 1: encoder's)
+        layers: list[nn.Module] = [
+            nn.Linear(cfg.latent_dim, widths[-1] * h * w),
             nn.ReLU(),
-            nn.Unflatten(1, (64, h, w)),
-            nn.ConvTranspose2d(64, 32, 3, stride=2, padding=1, output_padding=pad),
-            nn.ReLU(),
-            nn.Conv2d(32, cfg.channels, 3, padding=1),
-        )
+            nn.Unflatten(1, (widths[-1], h, w)),
+        ]
+        for i in range(len(cfg.stages), 0, -1):
+            (fine_h, fine_w), (coarse_h, coarse_w) = grids[i - 1], grids[i]
+            # output_padding lands the transposed convolution exactly on the finer grid.
+            pad = (fine_h - (2 * coarse_h - 1), fine_w - (2 * coarse_w - 1))
+            layers += [
+                nn.ConvTranspose2d(
+                    widths[i], widths[i - 1], 3, stride=2, padding=1, output_padding=pad
+                ),
+                nn.ReLU(),
+            ]
+        layers.append(nn.Conv2d(cfg.stem, cfg.channels, 3, padding=1))
+        self.net = nn.Sequential(*layers)
 
     def logits(self, z: torch.Tensor) -> torch.Tensor:
         """Pre-sigmoid outputs: the loss works on these for numerical stability."""
@@ -77,6 +83,11 @@ class VAE(nn.Module):
         self.config = cfg
         self.encoder = Encoder(cfg)
         self.decoder = Decoder(cfg)
+        if cfg.likelihood == "gaussian":
+            # log sigma of p(x | z) per channel for evaluation: set after each training epoch to
+            # that epoch's optimum (training batches use their own, Rybkin et al. 2021's
+            # "optimal sigma"). Not part of either graph: model.json records its value.
+            self.register_buffer("log_scale", torch.zeros(cfg.channels))
         keras_init(self)
 
     def encode(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

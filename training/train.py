@@ -8,9 +8,10 @@ import logging
 import math
 import sys
 import time
+from collections.abc import Mapping
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, NamedTuple, TextIO
 
 import numpy as np
 import torch
@@ -29,7 +30,14 @@ from vaeserve.training.collapse import (
 )
 from vaeserve.training.config import ModelConfig, TrainConfig
 from vaeserve.training.data import ImageData, load_dataset, split_indices
-from vaeserve.training.loss import bernoulli_nll, elbo_terms, free_bits_kl, gaussian_kl
+from vaeserve.training.loss import (
+    elbo_terms,
+    free_bits_kl,
+    gaussian_kl,
+    optimal_log_scale,
+    reconstruction_nll,
+    squared_error_per_channel,
+)
 from vaeserve.training.model import VAE, count_parameters
 
 log = logging.getLogger(__name__)
@@ -87,6 +95,14 @@ def kl_weight(cfg: TrainConfig, progress_epochs: float) -> float:
     return cfg.beta * min(1.0, progress_epochs / cfg.kl_warmup_epochs)
 
 
+def learning_rate(cfg: TrainConfig, progress_epochs: float) -> float:
+    """The learning rate at a point of the run (in epochs): constant, or half a cosine from
+    `lr` down to 0 at the run's end. A function of progress alone, so resume stays exact."""
+    if cfg.lr_schedule == "cosine":
+        return cfg.lr * 0.5 * (1.0 + math.cos(math.pi * min(progress_epochs / cfg.epochs, 1.0)))
+    return cfg.lr
+
+
 @torch.no_grad()
 def evaluate_elbo(
     model: VAE, images: np.ndarray, device: torch.device, seed: int, batch_size: int = 1000
@@ -104,18 +120,34 @@ def evaluate_elbo(
     return {"nelbo": (recon_sum + kl_sum) / n, "recon": recon_sum / n, "kl": kl_sum / n}
 
 
+class BatchTerms(NamedTuple):
+    loss: torch.Tensor
+    """What the optimiser minimises (free bits may floor the KL in it)."""
+    recon: torch.Tensor
+    """Reconstruction NLL per image: a true ELBO term."""
+    kl: torch.Tensor
+    """KL per image: a true ELBO term."""
+    squared_error: torch.Tensor | None
+    """Gaussian likelihood only: the batch's squared error per channel (for the epoch's sigma)."""
+
+
 def training_loss(
     cfg: TrainConfig, weight: float, model: VAE, x: torch.Tensor, gen: torch.Generator
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(loss to minimise, reconstruction NLL, KL) for one batch; recon and KL per image are the
-    true ELBO terms, while the loss may floor each dimension's KL (`free_bits`)."""
+) -> BatchTerms:
+    """The loss and ELBO terms of one batch. A Gaussian likelihood uses the batch's own optimal
+    sigma per channel (loss.optimal_log_scale)."""
     logits, z_mean, z_log_var = model(x, gen)
-    recon, kl = bernoulli_nll(logits, x), gaussian_kl(z_mean, z_log_var)
+    squared_error = log_scale = None
+    if model.config.likelihood == "gaussian":
+        squared_error = squared_error_per_channel(torch.sigmoid(logits), x)
+        log_scale = optimal_log_scale(squared_error, x.shape[0] * x.shape[2] * x.shape[3])
+    recon = reconstruction_nll(model, logits, x, log_scale)
+    kl = gaussian_kl(z_mean, z_log_var)
     if cfg.free_bits > 0:
         loss = recon.mean() + weight * free_bits_kl(z_mean, z_log_var, cfg.free_bits)
     else:
         loss = (recon + weight * kl).mean()
-    return loss, recon, kl
+    return BatchTerms(loss, recon, kl, squared_error)
 
 
 @torch.no_grad()
@@ -159,15 +191,18 @@ def train(
     channels: int | None = None,
     height: int | None = None,
     width: int | None = None,
+    architecture: Mapping[str, Any] | None = None,
     resume: bool = False,
     progress: bool = True,
     progress_stream: TextIO | None = None,
 ) -> dict[str, Any]:
     """Train (or resume) a run in `out_dir`; returns the metrics also written to metrics.json.
 
-    Image shape settings left as None are taken from the data. Progress: a tqdm bar on
-    `progress_stream` (default stderr) when it is a terminal; otherwise (a log file, a pipe) a
-    logged line at most every PROGRESS_EVERY_S seconds of an epoch, so logs hold no '\\r'.
+    Image shape settings left as None are taken from the data; `architecture` holds any other
+    ModelConfig fields (stem, stages, hidden, likelihood), the book's network where absent.
+    Progress: a tqdm bar on `progress_stream` (default stderr) when it is a terminal; otherwise
+    (a log file, a pipe) a logged line at most every PROGRESS_EVERY_S seconds of an epoch, so
+    logs hold no '\\r'.
     Raises PosteriorCollapse (after writing the checkpoint) with `cfg.fail_on_collapse`.
     """
     out_dir = Path(out_dir)
@@ -193,7 +228,9 @@ def train(
     data, train_set, val_set = load_split(cfg, channels=channels, height=height, width=width)
     if model_cfg is None:
         c, h, w = data.image_shape
-        model_cfg = ModelConfig(height=h, width=w, channels=c, latent_dim=latent_dim)
+        model_cfg = ModelConfig(
+            height=h, width=w, channels=c, latent_dim=latent_dim, **dict(architecture or {})
+        )
     log.info(
         "data %s: %d train, %d validation images of %s",
         data.source,
@@ -230,6 +267,7 @@ def train(
         model.train()
         perm = torch.randperm(n_train, generator=gen).numpy()
         sums = {"loss": 0.0, "recon": 0.0, "kl": 0.0}
+        squared_sum: torch.Tensor | None = None
         bar = tqdm(
             range(n_batches),
             desc=f"epoch {epoch + 1}/{cfg.epochs}",
@@ -244,7 +282,11 @@ def train(
             idx = perm[b * cfg.batch_size : (b + 1) * cfg.batch_size]
             x = to_tensor(train_set.images[idx], device)
             weight = kl_weight(cfg, epoch + b / n_batches)
-            loss, recon, kl = training_loss(cfg, weight, model, x, gen)
+            for group in optimizer.param_groups:
+                group["lr"] = learning_rate(cfg, epoch + b / n_batches)
+            loss, recon, kl, squared_error = training_loss(cfg, weight, model, x, gen)
+            if squared_error is not None:
+                squared_sum = squared_error + (0 if squared_sum is None else squared_sum)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -270,6 +312,9 @@ def train(
                     batch["loss"],
                     batch["kl"],
                 )
+        if squared_sum is not None:  # evaluation's sigma: this epoch's optimum
+            pixels = n_train * model_cfg.height * model_cfg.width
+            model.log_scale.copy_(optimal_log_scale(squared_sum, pixels))
         row: dict[str, Any] = {
             "epoch": epoch + 1,
             "kl_weight": kl_weight(cfg, epoch + 1),

@@ -233,9 +233,9 @@ def test_free_bits_change_the_training_loss_only():
     x = torch.rand(8, 1, 12, 12)
     plain_cfg = TrainConfig(data="x")
     fb_cfg = TrainConfig(data="x", free_bits=50.0)  # far above any dimension's KL here
-    loss, recon, kl = training_loss(plain_cfg, 0.5, model, x, torch.Generator().manual_seed(3))
+    loss, recon, kl, _ = training_loss(plain_cfg, 0.5, model, x, torch.Generator().manual_seed(3))
     torch.testing.assert_close(loss, (recon + 0.5 * kl).mean())
-    fb_loss, fb_recon, fb_kl = training_loss(
+    fb_loss, fb_recon, fb_kl, _ = training_loss(
         fb_cfg, 0.5, model, x, torch.Generator().manual_seed(3)
     )
     torch.testing.assert_close(fb_recon, recon)  # reported terms stay the true ELBO's

@@ -49,7 +49,16 @@ def test_tiny_run_lowers_the_loss_and_writes_everything(trained):
     on_disk = json.loads((out / "metrics.json").read_text())
     assert on_disk["final"]["val_nelbo"] == pytest.approx(history[-1]["val_nelbo"])
     assert on_disk["validation_images"] == 32  # 10% of 320
-    assert on_disk["model_config"] == {"height": 12, "width": 12, "channels": 1, "latent_dim": 2}
+    assert on_disk["model_config"] == {
+        "height": 12,
+        "width": 12,
+        "channels": 1,
+        "latent_dim": 2,
+        "stem": 32,
+        "stages": [64],
+        "hidden": 32,
+        "likelihood": "bernoulli",
+    }
     assert len(on_disk["dataset"]["md5"]) == 32
 
 

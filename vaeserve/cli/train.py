@@ -20,6 +20,7 @@ def _train(args: argparse.Namespace) -> int:
             epochs=args.epochs,
             batch_size=args.batch_size,
             lr=args.lr,
+            lr_schedule=args.lr_schedule,
             beta=args.beta,
             kl_warmup_epochs=args.kl_warmup,
             kl_cycles=args.kl_cycles,
@@ -36,6 +37,16 @@ def _train(args: argparse.Namespace) -> int:
             cfg,
             args.out,
             latent_dim=args.latent_dim,
+            architecture={
+                k: v
+                for k, v in {
+                    "stem": args.stem,
+                    "stages": args.stages,
+                    "hidden": args.hidden,
+                    "likelihood": args.likelihood,
+                }.items()
+                if v is not None
+            },
             channels=args.channels,
             height=height,
             width=width,
@@ -105,6 +116,16 @@ def _image_size(text: str) -> tuple[int, int]:
     return parts[0], parts[1]
 
 
+def _stages(text: str) -> tuple[int, ...]:
+    try:
+        stages = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated channel counts such as 32,64,128, got {text[:40]!r}"
+        ) from None
+    return stages
+
+
 def _batch_sizes(text: str) -> tuple[int, ...]:
     """`1,7,1024`: the batch sizes export checks parity at."""
     try:
@@ -141,9 +162,36 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         help="N or HxW; default: the data's size (folders: the first image's)",
     )
     p.add_argument("--channels", type=int, choices=[1, 3], default=None, help="default: the data's")
+    p.add_argument(
+        "--stages",
+        type=_stages,
+        default=None,
+        metavar="C1,C2,...",
+        help="channels of each stride-2 stage (default 64: the book's network); e.g. 32,64,128 "
+        "for 64x64 images, 32,64,128,256 for 128x128",
+    )
+    p.add_argument(
+        "--stem", type=int, default=None, help="channels of the first convolution (default 32)"
+    )
+    p.add_argument(
+        "--hidden", type=int, default=None, help="width of the Dense layer before z (default 32)"
+    )
+    p.add_argument(
+        "--likelihood",
+        choices=["bernoulli", "gaussian"],
+        default=None,
+        help="p(x|z): bernoulli (default; near-binary images such as MNIST) or gaussian with a "
+        "learned scale per channel (natural images)",
+    )
     p.add_argument("--epochs", type=int, default=50)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument(
+        "--lr-schedule",
+        choices=["constant", "cosine"],
+        default="constant",
+        help="constant, or cosine: from --lr down to 0 over the run (default constant)",
+    )
     p.add_argument("--beta", type=float, default=1.0, help="weight of the KL term")
     p.add_argument(
         "--kl-warmup", type=float, default=5.0, help="epochs of linear KL warm-up (0 turns it off)"
