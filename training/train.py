@@ -1,5 +1,6 @@
 """The training loop: seeded split, KL warm-up or cycles, free bits, per-epoch validation and
-posterior-collapse check, checkpoints and resume."""
+posterior-collapse check, checkpoints and resume; one process, or several under torchrun
+(DistributedDataParallel, training/distributed.py)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from typing import Any, NamedTuple, TextIO
 
 import numpy as np
 import torch
+from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from vaeserve import __version__
@@ -30,6 +32,7 @@ from vaeserve.training.collapse import (
 )
 from vaeserve.training.config import ModelConfig, TrainConfig
 from vaeserve.training.data import ImageData, load_dataset, split_indices
+from vaeserve.training.distributed import Distributed, noise_seed, session, shard
 from vaeserve.training.loss import (
     elbo_terms,
     free_bits_kl,
@@ -132,11 +135,17 @@ class BatchTerms(NamedTuple):
 
 
 def training_loss(
-    cfg: TrainConfig, weight: float, model: VAE, x: torch.Tensor, gen: torch.Generator
+    cfg: TrainConfig,
+    weight: float,
+    model: VAE,
+    x: torch.Tensor,
+    gen: torch.Generator,
+    net: torch.nn.Module | None = None,
 ) -> BatchTerms:
     """The loss and ELBO terms of one batch. A Gaussian likelihood uses the batch's own optimal
-    sigma per channel (loss.optimal_log_scale)."""
-    logits, z_mean, z_log_var = model(x, gen)
+    sigma per channel (loss.optimal_log_scale). `net` is what runs the forward pass when it is
+    not `model` itself (its DistributedDataParallel wrapper, whose backward syncs gradients)."""
+    logits, z_mean, z_log_var = (model if net is None else net)(x, gen)
     squared_error = log_scale = None
     if model.config.likelihood == "gaussian":
         squared_error = squared_error_per_channel(torch.sigmoid(logits), x)
@@ -203,9 +212,47 @@ def train(
     Progress: a tqdm bar on `progress_stream` (default stderr) when it is a terminal; otherwise
     (a log file, a pipe) a logged line at most every PROGRESS_EVERY_S seconds of an epoch, so
     logs hold no '\\r'.
+    Under torchrun (WORLD_SIZE > 1) every process calls this with the same arguments: each
+    trains on its share of every global batch (`cfg.batch_size` images) through
+    DistributedDataParallel, and only rank 0 logs and writes files (training/distributed.py).
     Raises PosteriorCollapse (after writing the checkpoint) with `cfg.fail_on_collapse`.
     """
-    out_dir = Path(out_dir)
+    with session(cfg.device) as here:
+        return _train(
+            cfg,
+            Path(out_dir),
+            here,
+            latent_dim=latent_dim,
+            channels=channels,
+            height=height,
+            width=width,
+            architecture=architecture,
+            resume=resume,
+            progress=progress,
+            progress_stream=progress_stream,
+        )
+
+
+def _silent(*args: Any, **kwargs: Any) -> None:
+    """The INFO log of a process other than rank 0: rank 0 speaks for the run."""
+
+
+def _train(
+    cfg: TrainConfig,
+    out_dir: Path,
+    here: Distributed,
+    *,
+    latent_dim: int,
+    channels: int | None,
+    height: int | None,
+    width: int | None,
+    architecture: Mapping[str, Any] | None,
+    resume: bool,
+    progress: bool,
+    progress_stream: TextIO | None,
+) -> dict[str, Any]:
+    """`train` in one process of the run (`here`); a single process when `here` is disabled."""
+    info = log.info if here.is_main else _silent
     ckpt_path = out_dir / CHECKPOINT
     state: dict[str, Any] | None = None
     if resume:
@@ -221,7 +268,7 @@ def train(
         model_cfg = None
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
-    device = resolve_device(cfg.device)
+    device = resolve_device(here.device(cfg.device))
 
     if model_cfg is not None:
         channels, height, width = model_cfg.image_shape
@@ -231,7 +278,7 @@ def train(
         model_cfg = ModelConfig(
             height=h, width=w, channels=c, latent_dim=latent_dim, **dict(architecture or {})
         )
-    log.info(
+    info(
         "data %s: %d train, %d validation images of %s",
         data.source,
         len(train_set),
@@ -239,10 +286,14 @@ def train(
         "x".join(map(str, model_cfg.image_shape)),
     )
 
-    torch.manual_seed(cfg.seed)  # weight initialisation
+    torch.manual_seed(cfg.seed)  # weight initialisation (the same on every process)
     model = VAE(model_cfg).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
-    gen = torch.Generator().manual_seed(cfg.seed)  # shuffling and posterior noise
+    # Shuffling, and with one process the posterior noise too. With several, every process
+    # draws the same permutations from it, and its noise comes from its own generator (on its
+    # device), reseeded at each epoch's start from (seed, epoch, rank).
+    gen = torch.Generator().manual_seed(cfg.seed)
+    noise = torch.Generator(device=device) if here.enabled else gen
     history: list[dict[str, Any]] = []
     start_epoch = 0
     if state is not None:
@@ -251,25 +302,55 @@ def train(
         gen.set_state(state["rng"])
         history = list(state["history"])
         start_epoch = int(state["epoch"])
-        log.info("resuming %s at epoch %d of %d", ckpt_path, start_epoch, cfg.epochs)
+        info("resuming %s at epoch %d of %d", ckpt_path, start_epoch, cfg.epochs)
         if start_epoch >= cfg.epochs:
-            log.info("nothing to do: the run already has %d epochs (raise --epochs)", start_epoch)
+            info("nothing to do: the run already has %d epochs (raise --epochs)", start_epoch)
+        saved_world = int(state.get("world_size", 1))
+        if saved_world != here.world_size:
+            info(
+                "the checkpoint was written by %d process(es), this run has %d: weights, "
+                "optimizer and shuffling continue, the posterior noise streams differ",
+                saved_world,
+                here.world_size,
+            )
+    net: torch.nn.Module = model
+    if here.enabled:
+        net = DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None
+        )
+        info(
+            "distributed: %d processes (%s), global batch %d",
+            here.world_size,
+            here.backend,
+            cfg.batch_size,
+        )
 
     tracker = CollapseTracker.from_history(history)
     stream = sys.stderr if progress_stream is None else progress_stream
-    bar_on = progress and is_terminal(stream)
+    bar_on = progress and here.is_main and is_terminal(stream)
+    report_on = progress and here.is_main and not bar_on
     stats_set = val_set if len(val_set) else train_set
     dataset_info = data.describe()
     n_train = len(train_set)
     n_batches = math.ceil(n_train / cfg.batch_size)
+    n_steps = n_batches  # with several processes, a last global batch too small to share is skipped
+    if here.enabled and n_train - (n_batches - 1) * cfg.batch_size < here.world_size:
+        n_steps -= 1
+    n_seen = min(n_train, n_steps * cfg.batch_size)  # images trained on per epoch
+    if here.enabled and n_steps == 0:
+        raise UserError(
+            f"{n_train} training images cannot be shared by {here.world_size} processes"
+        )
     for epoch in range(start_epoch, cfg.epochs):
         t0 = time.perf_counter()
-        model.train()
+        net.train()
+        if here.enabled:
+            noise.manual_seed(noise_seed(cfg.seed, epoch, here.rank))
         perm = torch.randperm(n_train, generator=gen).numpy()
         sums = {"loss": 0.0, "recon": 0.0, "kl": 0.0}
         squared_sum: torch.Tensor | None = None
         bar = tqdm(
-            range(n_batches),
+            range(n_steps),
             desc=f"epoch {epoch + 1}/{cfg.epochs}",
             unit="batch",
             disable=not bar_on,
@@ -280,15 +361,21 @@ def train(
         last_report = time.monotonic()
         for b in bar:
             idx = perm[b * cfg.batch_size : (b + 1) * cfg.batch_size]
-            x = to_tensor(train_set.images[idx], device)
+            mine = shard(idx, here)
+            x = to_tensor(train_set.images[mine], device)
             weight = kl_weight(cfg, epoch + b / n_batches)
             for group in optimizer.param_groups:
                 group["lr"] = learning_rate(cfg, epoch + b / n_batches)
-            loss, recon, kl, squared_error = training_loss(cfg, weight, model, x, gen)
+            loss, recon, kl, squared_error = training_loss(cfg, weight, model, x, noise, net)
             if squared_error is not None:
                 squared_sum = squared_error + (0 if squared_sum is None else squared_sum)
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            if here.enabled:
+                # DDP averages the processes' gradients; weighting each by its share of the
+                # global batch (shards differ by at most one image) makes that the global mean.
+                (loss * (len(mine) * here.world_size / len(idx))).backward()
+            else:
+                loss.backward()
             optimizer.step()
             batch = {
                 "loss": float(loss.detach()),
@@ -296,10 +383,10 @@ def train(
                 "kl": float(kl.detach().mean()),
             }
             for key, value in batch.items():
-                sums[key] += value * len(idx)
+                sums[key] += value * len(mine)
             bar.set_postfix(loss=f"{batch['loss']:.2f}", kl=f"{batch['kl']:.2f}")
             now = time.monotonic()
-            report = progress and not bar_on and b + 1 < n_batches
+            report = report_on and b + 1 < n_steps
             if report and now - last_report >= PROGRESS_EVERY_S:
                 last_report = now
                 log.info(
@@ -307,27 +394,37 @@ def train(
                     epoch + 1,
                     cfg.epochs,
                     b + 1,
-                    n_batches,
-                    100 * (b + 1) // n_batches,
+                    n_steps,
+                    100 * (b + 1) // n_steps,
                     batch["loss"],
                     batch["kl"],
                 )
+        if here.enabled:  # the epoch's figures over every process's images
+            sums = here.sum_values(sums, device)
+            if squared_sum is not None:
+                here.all_reduce_sum(squared_sum)
         if squared_sum is not None:  # evaluation's sigma: this epoch's optimum
-            pixels = n_train * model_cfg.height * model_cfg.width
+            pixels = n_seen * model_cfg.height * model_cfg.width
             model.log_scale.copy_(optimal_log_scale(squared_sum, pixels))
         row: dict[str, Any] = {
             "epoch": epoch + 1,
             "kl_weight": kl_weight(cfg, epoch + 1),
-            "train_loss": sums["loss"] / n_train,
-            "train_nelbo": (sums["recon"] + sums["kl"]) / n_train,
+            "train_loss": sums["loss"] / n_seen,
+            "train_nelbo": (sums["recon"] + sums["kl"]) / n_seen,
         }
-        if len(val_set):
-            val = evaluate_elbo(model, val_set.images, device, EVAL_SEED)
-            row.update({f"val_{k}": v for k, v in val.items()})
-        row.update(latent_statistics(model, stats_set.images, device))
+        # Rank 0 measures (the weights are the same everywhere) and every process gets its
+        # figures, so all of them take the same collapse decision.
+        measured: dict[str, Any] | None = None
+        if here.is_main:
+            measured = {}
+            if len(val_set):
+                val = evaluate_elbo(model, val_set.images, device, EVAL_SEED)
+                measured.update({f"val_{k}": v for k, v in val.items()})
+            measured.update(latent_statistics(model, stats_set.images, device))
+        row.update(here.broadcast(measured))
         row["seconds"] = time.perf_counter() - t0
         history.append(row)
-        log.info(
+        info(
             "epoch %d/%d %s active=%d/%d",
             epoch + 1,
             cfg.epochs,
@@ -340,7 +437,7 @@ def train(
             model_cfg.latent_dim,
         )
         just_collapsed = tracker.update(epoch + 1, row["active_units"])
-        if just_collapsed:
+        if just_collapsed and here.is_main:
             log.warning(
                 "%s (active=0/%d for %d epochs in a row, at epoch %d); %s",
                 MEANING,
@@ -349,24 +446,34 @@ def train(
                 epoch + 1,
                 ADVICE,
             )
-        save_checkpoint(
-            ckpt_path,
-            {
-                "model_config": model_cfg.to_dict(),
-                "train_config": cfg.to_dict(),
-                "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "rng": gen.get_state(),
-                "epoch": epoch + 1,
-                "history": history,
-                "dataset": dataset_info,
-                "versions": versions(),
-            },
-        )
-        metrics = build_metrics(
-            model, model_cfg, cfg, history, dataset_info, len(val_set), tracker.collapsed_at
-        )
-        (out_dir / METRICS).write_text(json.dumps(metrics, indent=2) + "\n")
+        if here.is_main:
+            save_checkpoint(
+                ckpt_path,
+                {
+                    "model_config": model_cfg.to_dict(),
+                    "train_config": cfg.to_dict(),
+                    "model": model.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "rng": gen.get_state(),
+                    "epoch": epoch + 1,
+                    "history": history,
+                    "dataset": dataset_info,
+                    "versions": versions(),
+                    "world_size": here.world_size,
+                },
+            )
+            metrics = build_metrics(
+                model,
+                model_cfg,
+                cfg,
+                history,
+                dataset_info,
+                len(val_set),
+                tracker.collapsed_at,
+                here.world_size,
+            )
+            (out_dir / METRICS).write_text(json.dumps(metrics, indent=2) + "\n")
+        here.barrier()  # no process starts the next epoch (or stops) before the checkpoint
         if just_collapsed and cfg.fail_on_collapse:
             raise PosteriorCollapse(
                 f"posterior collapse at epoch {epoch + 1} (no active latent unit for "
@@ -375,12 +482,21 @@ def train(
             )
 
     metrics = build_metrics(
-        model, model_cfg, cfg, history, dataset_info, len(val_set), tracker.collapsed_at
+        model,
+        model_cfg,
+        cfg,
+        history,
+        dataset_info,
+        len(val_set),
+        tracker.collapsed_at,
+        here.world_size,
     )
-    (out_dir / METRICS).write_text(json.dumps(metrics, indent=2) + "\n")
-    from vaeserve.training.pictures import write_pictures  # matplotlib only when needed
+    if here.is_main:
+        (out_dir / METRICS).write_text(json.dumps(metrics, indent=2) + "\n")
+        from vaeserve.training.pictures import write_pictures  # matplotlib only when needed
 
-    write_pictures(model.cpu(), val_set if len(val_set) else train_set, out_dir, seed=cfg.seed)
+        write_pictures(model.cpu(), val_set if len(val_set) else train_set, out_dir, seed=cfg.seed)
+    here.barrier()  # the run ends for every process once rank 0's files are written
     return metrics
 
 
@@ -396,6 +512,7 @@ def build_metrics(
     dataset: dict[str, Any],
     n_val: int,
     collapsed_at: int | None = None,
+    world_size: int = 1,
 ) -> dict[str, Any]:
     last = history[-1] if history else {}
     return {
@@ -415,5 +532,6 @@ def build_metrics(
         "train_config": cfg.to_dict(),
         "dataset": dataset,
         "versions": versions(),
+        "world_size": world_size,
         "history": history,
     }

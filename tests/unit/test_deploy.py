@@ -862,3 +862,192 @@ def test_docs_cover_the_overlays_and_images(rendered: dict[str, Rendered]):
         assert overlay.container["image"] in text, overlay.container["image"]
     for topic in ("headless", "round_robin", "grpc_health_probe", "maxUnavailable", "hadolint"):
         assert topic in text, topic
+
+
+# =============================================================================================
+# distributed training (deploy/k8s/training): an Indexed Job running torchrun
+
+
+TRAINING = K8S / "training"
+TRAINING_OVERLAYS = ("cpu", "gpu")
+TRAIN_JOB = "vaeserve-train"
+TRAIN_CONTAINER = "train"
+RDZV_PORT = 29400  # torchrun's c10d rendezvous port by convention
+COMPLETION_INDEX = "metadata.annotations['batch.kubernetes.io/job-completion-index']"
+
+
+@dataclass
+class TrainingJob:
+    """One training overlay rendered: the Job, its pod, container, env and torchrun's flags."""
+
+    rendered: Rendered
+
+    @property
+    def job(self) -> dict[str, Any]:
+        return self.rendered.one("Job", TRAIN_JOB)
+
+    @property
+    def pod(self) -> dict[str, Any]:
+        return self.job["spec"]["template"]["spec"]
+
+    @property
+    def container(self) -> dict[str, Any]:
+        (found,) = [c for c in self.pod["containers"] if c["name"] == TRAIN_CONTAINER]
+        return found
+
+    @property
+    def env(self) -> dict[str, dict[str, Any]]:
+        return {e["name"]: e for e in self.container["env"]}
+
+    def value(self, name: str) -> str:
+        return str(self.env[name]["value"])
+
+    @property
+    def script(self) -> str:
+        assert self.container["command"] == ["/bin/sh", "-c"], self.container["command"]
+        (script,) = self.container["args"]
+        return script
+
+    def torchrun(self) -> tuple[dict[str, str], list[str]]:
+        """torchrun's own flags (`--flag value`, shell variables expanded from the env), and the
+        words after its `-m`."""
+        words = shlex.split(self.script.split("exec torchrun", 1)[1].replace("\\\n", " "))
+        flags: dict[str, str] = {}
+        i = 0
+        while words[i] != "-m":
+            flags[words[i]] = words[i + 1]
+            i += 2
+        env = {k: str(e["value"]) for k, e in self.env.items() if "value" in e}
+        for key, text in flags.items():
+            flags[key] = re.sub(r"\$(\w+)", lambda m: env.get(m.group(1), m.group(0)), text)
+        return flags, words[i + 1 :]
+
+
+@pytest.fixture(scope="module")
+def training(tmp_path_factory: pytest.TempPathFactory) -> dict[str, TrainingJob]:
+    tmp = tmp_path_factory.mktemp("kustomize-training")
+    return {
+        name: TrainingJob(Rendered(f"training-{name}", render(TRAINING / "overlays" / name, tmp)))
+        for name in TRAINING_OVERLAYS
+    }
+
+
+@pytest.fixture(params=TRAINING_OVERLAYS, ids=[f"training-{n}-overlay" for n in TRAINING_OVERLAYS])
+def training_job(request: pytest.FixtureRequest, training: dict[str, TrainingJob]) -> TrainingJob:
+    return training[request.param]
+
+
+@pytest.mark.usefixtures("no_network")
+def test_training_renders_and_validates_against_bundled_schemas(training_job: TrainingJob):
+    rendered = training_job.rendered
+    kinds = sorted(o["kind"] for o in rendered.objects)
+    assert kinds == [
+        "Job",
+        "Namespace",
+        "PersistentVolumeClaim",
+        "PersistentVolumeClaim",
+        "Service",
+    ]
+    kv = module("kubernetes_validate", "kubernetes-validate")
+    failures = []
+    for obj in rendered.objects:
+        meta = obj["metadata"]
+        assert meta["labels"]["app.kubernetes.io/part-of"] == "vaeserve", meta["name"]
+        if obj["kind"] not in CLUSTER_SCOPED:
+            assert meta.get("namespace") == NAMESPACE, f"{obj['kind']}/{meta['name']}"
+        for version in (MIN_K8S, kv.utils.latest_version()):
+            try:
+                kv.validate(obj, version, strict=True)
+            except kv.ValidationError as exc:
+                where = ".".join(str(p) for p in exc.path)
+                failures.append(f"{obj['kind']}/{meta['name']} @ {version}: {where}: {exc.message}")
+            except kv.SchemaNotFoundError as exc:
+                failures.append(exc.message)
+    assert not failures, "\n".join(failures)
+
+
+def test_training_job_is_indexed_and_rendezvous_at_its_index_0(training_job: TrainingJob):
+    job, pod = training_job.job, training_job.pod
+    spec = job["spec"]
+    assert spec["completionMode"] == "Indexed"
+    assert spec["parallelism"] == spec["completions"] >= 2, "all nodes of the run at once"
+    assert pod["restartPolicy"] == "Never"
+    # Pod i is <job>-i.<subdomain>: the subdomain is the headless Service selecting the pods.
+    service = training_job.rendered.one("Service", pod["subdomain"])
+    assert service["spec"]["clusterIP"] == "None"
+    assert service["spec"]["publishNotReadyAddresses"] is True
+    pod_labels = job["spec"]["template"]["metadata"]["labels"]
+    assert service["spec"]["selector"].items() <= pod_labels.items()
+
+    flags, rest = training_job.torchrun()
+    assert flags["--rdzv-backend"] == "c10d"
+    host, port = flags["--rdzv-endpoint"].rsplit(":", 1)
+    assert host == f"{job['metadata']['name']}-0.{service['metadata']['name']}"
+    assert int(port) == RDZV_PORT
+    assert RDZV_PORT in {p["port"] for p in service["spec"]["ports"]}
+    assert RDZV_PORT in {p["containerPort"] for p in training_job.container["ports"]}
+    assert int(flags["--nnodes"]) == spec["completions"]
+    assert flags["--node-rank"] == "$NODE_RANK"
+    assert training_job.env["NODE_RANK"]["valueFrom"]["fieldRef"]["fieldPath"] == COMPLETION_INDEX
+    assert rest[:2] == ["vaeserve", "train"], rest
+
+
+def test_training_job_shares_the_run_folder_and_resumes(training_job: TrainingJob, tmp_path: Path):
+    pod, container = training_job.pod, training_job.container
+    mounts = {m["name"]: m for m in container["volumeMounts"]}
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    run_dir = training_job.value("RUN_DIR")
+    data = training_job.value("DATA")
+    (runs,) = [m for m in mounts.values() if run_dir.startswith(m["mountPath"] + "/")]
+    (data_mount,) = [m for m in mounts.values() if data.startswith(m["mountPath"] + "/")]
+    assert not runs.get("readOnly", False) and data_mount.get("readOnly") is True
+    for mount in (runs, data_mount):
+        claim = volumes[mount["name"]]["persistentVolumeClaim"]["claimName"]
+        pvc = training_job.rendered.one("PersistentVolumeClaim", claim)
+        assert "ReadWriteMany" in pvc["spec"]["accessModes"], "every pod, on any node, mounts it"
+    script = training_job.script
+    assert '--out "$RUN_DIR"' in script and 'if [ -f "$RUN_DIR/checkpoint.pt" ]' in script
+    assert '--threads "$THREADS"' in script and '--device "$DEVICE"' in script
+    proc = subprocess.run(["sh", "-n", "-c", script], capture_output=True, text=True, check=False)
+    assert proc.returncode == 0, proc.stderr
+    # The same non-root, read-only pod as the server's, with a writable /tmp and /dev/shm.
+    pod_sc, sc = pod["securityContext"], container["securityContext"]
+    assert pod_sc["runAsNonRoot"] is True and pod_sc["seccompProfile"]["type"] == "RuntimeDefault"
+    assert sc["readOnlyRootFilesystem"] is True and sc["allowPrivilegeEscalation"] is False
+    assert sc["capabilities"]["drop"] == ["ALL"]
+    for path in ("/tmp", "/dev/shm"):
+        (mount,) = [m for m in mounts.values() if m["mountPath"] == path]
+        assert "emptyDir" in volumes[mount["name"]]
+
+
+def test_training_gpu_only_in_the_gpu_overlay(training_job: TrainingJob):
+    resources = training_job.container["resources"]
+    limits = resources["limits"]
+    nproc = int(training_job.value("NPROC_PER_NODE"))
+    tolerations = [t.get("key") for t in training_job.pod.get("tolerations", [])]
+    image = training_job.container["image"]
+    if training_job.rendered.name == "training-gpu":
+        assert int(limits[GPU_RESOURCE]) == nproc, "one GPU per process (cuda:LOCAL_RANK)"
+        assert training_job.value("DEVICE") == "cuda"
+        assert GPU_RESOURCE in tolerations
+        assert image.endswith("-gpu"), image
+    else:
+        assert GPU_RESOURCE not in limits and GPU_RESOURCE not in resources["requests"]
+        assert training_job.value("DEVICE") == "cpu"
+        assert GPU_RESOURCE not in tolerations
+        assert image.endswith("-cpu"), image
+        # --threads is per process: the processes together fit the CPU limit.
+        assert nproc * int(training_job.value("THREADS")) <= cpus(str(limits["cpu"]))
+
+
+def test_training_image_is_not_the_torch_free_serving_image(
+    training: dict[str, TrainingJob], rendered: dict[str, Rendered]
+):
+    """The serving image is built without torch (test_dockerfile_builds_a_small_non_root_
+    serving_image), so the Job cannot use it: it names the training image, same version."""
+    serving = {r.container["image"].rsplit(":", 1)[0] for r in rendered.values()}
+    version = project()["project"]["version"]
+    for job in training.values():
+        name, tag = job.container["image"].rsplit(":", 1)
+        assert name not in serving and name.endswith("-train"), name
+        assert tag.startswith(version + "-"), f"image tag {tag} does not match version {version}"
