@@ -106,7 +106,8 @@ def iwae_bound(
         raise ValueError(f"iw-samples must be >= 1, got {k}")
     z_mean, z_log_var = model.encode(images)
     n, dim = z_mean.shape
-    eps = torch.randn((k, n, dim), generator=generator, device=images.device)
+    where = images.device if generator is None else generator.device
+    eps = torch.randn((k, n, dim), generator=generator, device=where).to(images.device)
     z = model.reparameterize(z_mean, z_log_var, eps)  # k x n x L
     logits = model.decoder.logits(z.reshape(k * n, dim))
     target = images.unsqueeze(0).expand(k, *images.shape).reshape(k * n, *images.shape[1:])

@@ -110,7 +110,10 @@ class VAE(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Returns (reconstruction logits, z_mean, z_log_var) for one sampled z per image."""
         z_mean, z_log_var = self.encode(image)
-        eps = torch.randn(z_mean.shape, generator=generator, device=z_mean.device)
+        # Drawn where the generator lives (a CPU generator on a CUDA model: the same noise as
+        # on the CPU), then moved.
+        where = z_mean.device if generator is None else generator.device
+        eps = torch.randn(z_mean.shape, generator=generator, device=where).to(z_mean.device)
         z = self.reparameterize(z_mean, z_log_var, eps)
         return self.decoder.logits(z), z_mean, z_log_var
 

@@ -8,7 +8,15 @@ import math
 import torch
 
 from vaeserve.training.config import ModelConfig
-from vaeserve.training.loss import bernoulli_nll, diag_gaussian_log_prob, gaussian_kl, iwae_bound
+from vaeserve.training.loss import (
+    bernoulli_nll,
+    diag_gaussian_log_prob,
+    gaussian_kl,
+    gaussian_nll,
+    iwae_bound,
+    optimal_log_scale,
+    squared_error_per_channel,
+)
 from vaeserve.training.model import VAE
 
 
@@ -70,3 +78,26 @@ def test_iwae_tightens_towards_the_exact_log_likelihood():
     assert abs(iw1 - elbo) < 0.1  # K=1 is the ELBO
     assert elbo - 1e-3 <= iw_big <= exact + 0.01  # one draw of a bound that holds in expectation
     assert abs(iw_big - exact) < 0.05, (iw_big, exact)
+
+
+def test_gaussian_nll_matches_torch_distributions():
+    torch.manual_seed(0)
+    mean, target = torch.rand(4, 3, 5, 6), torch.rand(4, 3, 5, 6)
+    log_scale = torch.tensor([-2.0, -1.0, 0.5])
+    normal = torch.distributions.Normal(mean, log_scale.exp().view(1, 3, 1, 1))
+    direct = -normal.log_prob(target).flatten(1).sum(dim=1)
+    torch.testing.assert_close(gaussian_nll(mean, log_scale, target), direct)
+
+
+def test_the_optimal_scale_is_the_likelihoods_optimum_per_channel():
+    torch.manual_seed(1)
+    mean = torch.rand(8, 3, 4, 4)
+    target = mean + torch.randn(8, 3, 4, 4) * torch.tensor([0.05, 0.1, 0.3]).view(1, 3, 1, 1)
+    best = optimal_log_scale(squared_error_per_channel(mean, target), 8 * 4 * 4)
+    nll = gaussian_nll(mean, best, target).sum()
+    for channel in range(3):
+        for step in (-0.05, 0.05):
+            moved = best.clone()
+            moved[channel] += step
+            assert float(gaussian_nll(mean, moved, target).sum()) > float(nll)
+    torch.testing.assert_close(best.exp(), torch.tensor([0.05, 0.1, 0.3]), rtol=0.2, atol=0)
