@@ -80,3 +80,42 @@ print("ok")
 
 def test_in_process_sessions_open_and_make_bench_keeps_the_peers_block():
     assert python("-c", CHECKS).strip() == "ok"
+
+
+def test_bench_training_quick_run_reports_each_dataset_and_exits_on_collapse(tmp_path):
+    """`make bench-training --quick`: every dataset's runs and NELBO spread in the JSON, and the
+    exit status follows the collapse verdict (checked both ways on fabricated rows)."""
+    from benchmarks import training_robustness as bench
+
+    cmd = [sys.executable, "-m", "benchmarks.training_robustness", "--quick", "--no-docs"]
+    done = subprocess.run(
+        [*cmd, "--work", str(tmp_path)], cwd=REPO, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode in (0, 1), done.stderr[-2000:]
+    results = json.loads((tmp_path / bench.JSON_NAME).read_text())
+    assert set(results["summary"]) == {"shapes", "scenes32"}
+    for name, summary in results["summary"].items():
+        assert summary["runs"] == summary["finished"] == 2, (name, summary)
+        for key in ("val_nelbo_mean", "val_nelbo_std", "val_nelbo_range", "val_kl_min"):
+            assert isinstance(summary[key], float) and summary[key] == summary[key], (name, key)
+        assert summary["val_nelbo_range"] >= 0
+    assert len(results["runs"]) == 4 and "verdict:" in done.stdout
+    assert done.returncode == int(any(r["collapsed"] for r in results["runs"]))
+    assert (tmp_path / bench.PNG_NAME).stat().st_size > 0
+
+    def row(dataset: str, seed: int, collapsed: bool = False) -> dict:
+        return {"dataset": dataset, "seed": seed, "images": 4000, "epochs": 8, "latent_dim": 2,
+                "val_nelbo": 150.0 + seed, "val_kl": 6.0, "active_units": 2 - 2 * collapsed,
+                "collapsed": collapsed, "seconds": 1.0}  # fmt: skip
+
+    healthy = [row(d, s) for d in ("a", "b", "c", "d") for s in range(10)]
+    verdict = bench.verdict(healthy)
+    assert verdict["met"] and bench.exit_status(verdict) == 0
+    one_collapsed = [*healthy[:-1], row("d", 9, collapsed=True)]
+    verdict = bench.verdict(one_collapsed)
+    assert not verdict["met"] and not verdict["checks"]["zero_collapses"]
+    assert bench.exit_status(verdict) == 1
+    too_few = bench.verdict(healthy[:30])  # 3 datasets: acceptance not met, but no collapse
+    assert not too_few["met"] and bench.exit_status(too_few) == 0
+    assert bench.is_collapsed({"collapsed": False, "history": [{"active_units": 0}]})
+    assert not bench.is_collapsed({"collapsed": False, "history": [{"active_units": 1}]})
