@@ -427,7 +427,7 @@ def _variant_diff(reference: Path, variant: Path, batch_sizes: tuple[int, ...]) 
 
 
 def likelihood_scale(model: VAE) -> list[float] | None:
-    """A Gaussian likelihood's learned sigma per channel (model.json's `likelihood_scale`): it
+    """A Gaussian likelihood's fitted sigma per channel (model.json's `likelihood_scale`): it
     lives outside both graphs, whose images are the Gaussian's mean; None for Bernoulli."""
     if model.config.likelihood != "gaussian":
         return None

@@ -98,12 +98,24 @@ def kl_weight(cfg: TrainConfig, progress_epochs: float) -> float:
     return cfg.beta * min(1.0, progress_epochs / cfg.kl_warmup_epochs)
 
 
-def learning_rate(cfg: TrainConfig, progress_epochs: float) -> float:
-    """The learning rate at a point of the run (in epochs): constant, or half a cosine from
-    `lr` down to 0 at the run's end. A function of progress alone, so resume stays exact."""
+def make_optimizer(cfg: TrainConfig, model: torch.nn.Module) -> torch.optim.Optimizer:
+    """Adam (default) or RAdam over every parameter, at `cfg.lr`."""
+    if cfg.optimizer == "radam":
+        return torch.optim.RAdam(model.parameters(), lr=cfg.lr)
+    return torch.optim.Adam(model.parameters(), lr=cfg.lr)
+
+
+def learning_rate(cfg: TrainConfig, progress_epochs: float, step: int) -> float:
+    """The learning rate of optimiser step `step` (0-based) at a point of the run (in epochs):
+    the linear warm-up over the first `lr_warmup_steps` steps, times the schedule: constant, or
+    half a cosine from `lr` down to 0 at the run's end. A function of position alone, so resume
+    stays exact."""
+    rate = cfg.lr
     if cfg.lr_schedule == "cosine":
-        return cfg.lr * 0.5 * (1.0 + math.cos(math.pi * min(progress_epochs / cfg.epochs, 1.0)))
-    return cfg.lr
+        rate *= 0.5 * (1.0 + math.cos(math.pi * min(progress_epochs / cfg.epochs, 1.0)))
+    if step < cfg.lr_warmup_steps:
+        rate *= (step + 1) / cfg.lr_warmup_steps
+    return rate
 
 
 @torch.no_grad()
@@ -288,7 +300,7 @@ def _train(
 
     torch.manual_seed(cfg.seed)  # weight initialisation (the same on every process)
     model = VAE(model_cfg).to(device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    optimizer = make_optimizer(cfg, model)
     # Shuffling, and with one process the posterior noise too. With several, every process
     # draws the same permutations from it, and its noise comes from its own generator (on its
     # device), reseeded at each epoch's start from (seed, epoch, rank).
@@ -365,7 +377,7 @@ def _train(
             x = to_tensor(train_set.images[mine], device)
             weight = kl_weight(cfg, epoch + b / n_batches)
             for group in optimizer.param_groups:
-                group["lr"] = learning_rate(cfg, epoch + b / n_batches)
+                group["lr"] = learning_rate(cfg, epoch + b / n_batches, epoch * n_steps + b)
             loss, recon, kl, squared_error = training_loss(cfg, weight, model, x, noise, net)
             if squared_error is not None:
                 squared_sum = squared_error + (0 if squared_sum is None else squared_sum)

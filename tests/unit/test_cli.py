@@ -209,6 +209,18 @@ def test_a_bad_flag_value_deep_in_training_is_one_line(tmp_path):
     ]
 
 
+def test_bad_stages_are_a_usage_error_or_one_line(tmp_path, shapes_npz):
+    result = run_cli("train", "--data", "x.npz", "--out", str(tmp_path / "r"), "--stages", "32,x")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "--stages: expected comma-separated channel counts such as 32,64,128" in result.stderr
+    result = run_cli("train", "--data", str(shapes_npz), "--out", str(tmp_path / "r"),
+                     "--stages", "8,8,8,8,8,8,8")  # fmt: skip
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1] == (
+        "vaeserve train: error: stages: 1 to 6 stride-2 stages, got 7"
+    )
+
+
 def test_an_unreadable_token_file_is_one_line_naming_the_flag(tmp_path):
     missing = tmp_path / "no-token"
     result = run_cli("list-concepts", "--token-file", str(missing))

@@ -21,6 +21,8 @@ def _train(args: argparse.Namespace) -> int:
             batch_size=args.batch_size,
             lr=args.lr,
             lr_schedule=args.lr_schedule,
+            optimizer=args.optimizer,
+            lr_warmup_steps=args.lr_warmup,
             beta=args.beta,
             kl_warmup_epochs=args.kl_warmup,
             kl_cycles=args.kl_cycles,
@@ -117,6 +119,7 @@ def _image_size(text: str) -> tuple[int, int]:
 
 
 def _stages(text: str) -> tuple[int, ...]:
+    """`32,64,128`: the channels of each stride-2 stage (ModelConfig checks the values)."""
     try:
         stages = tuple(int(part) for part in text.split(","))
     except ValueError:
@@ -180,12 +183,21 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         "--likelihood",
         choices=["bernoulli", "gaussian"],
         default=None,
-        help="p(x|z): bernoulli (default; near-binary images such as MNIST) or gaussian with a "
-        "learned scale per channel (natural images)",
+        help="p(x|z): bernoulli (default; near-binary images such as MNIST) or gaussian with "
+        "each batch's optimal scale per channel (natural images)",
     )
     p.add_argument("--epochs", type=int, default=50)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--optimizer", choices=["adam", "radam"], default="adam", help="default adam")
+    p.add_argument(
+        "--lr-warmup",
+        type=int,
+        default=100,
+        metavar="STEPS",
+        help="linear learning-rate warm-up over the first STEPS optimiser steps, so Adam's first "
+        "steps do not switch off the ReLUs in front of z (default 100; 0: off)",
+    )
     p.add_argument(
         "--lr-schedule",
         choices=["constant", "cosine"],
