@@ -38,8 +38,8 @@ class ModelConfig:
     """Width of the Dense layer in front of z_mean and z_log_var."""
     likelihood: str = "bernoulli"
     """p(x | z): "bernoulli" (the book's, for near-binary images such as MNIST) or "gaussian"
-    (natural images: a Gaussian around the decoder's output with a learned scale per channel,
-    Rybkin et al. 2021). The served graphs are the same either way: images in [0, 1]."""
+    (natural images: a Gaussian around the decoder's output, its scale per channel each batch's
+    optimum, Rybkin et al. 2021). The served graphs are the same either way: images in [0, 1]."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "stages", tuple(int(c) for c in self.stages))
