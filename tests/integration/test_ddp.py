@@ -49,6 +49,9 @@ SEED = 0
 # seeds 0-4 of this setting (docs/training.md, "More than one process"): at most 1.7% at the
 # last epoch, at most 6.2% at any epoch (epoch 2 of seed 3, in the steep part of the curve,
 # where a little other noise moves the NELBO most). The bounds are about 3x and 1.6x those.
+# Measured without the learning-rate warm-up, which is off here: the whole run is 72 steps, inside
+# the default 100-step warm-up, where the curves are young and the noise moves them more (5.3% at
+# the last epoch in one CI run with it on).
 FINAL_TOLERANCE = 0.05
 EPOCH_TOLERANCE = 0.10
 TRAIN_FLAGS = (
@@ -58,6 +61,8 @@ TRAIN_FLAGS = (
     str(BATCH),
     "--kl-warmup",
     "1",
+    "--lr-warmup",
+    "0",
     "--seed",
     str(SEED),
     "--threads",
@@ -116,6 +121,7 @@ def one_process(tmp_path_factory: pytest.TempPathFactory, shapes_npz: Path) -> d
         epochs=EPOCHS,
         batch_size=BATCH,
         kl_warmup_epochs=1.0,
+        lr_warmup_steps=0,
         seed=SEED,
         num_threads=1,
     )
