@@ -15,6 +15,7 @@ from typing import Any
 import onnxruntime as ort
 
 from benchmarks import inprocess, paired, report, scenarios, server
+from benchmarks.host import cpu_model
 from benchmarks.server import start_server
 from vaeserve import __version__
 from vaeserve.service.config import PROVIDER_NAMES, available_cpus
@@ -24,14 +25,7 @@ log = logging.getLogger("benchmarks")
 
 
 def machine() -> dict[str, Any]:
-    cpu = "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    cpu = cpu_model()
     import numpy
     import torch
 

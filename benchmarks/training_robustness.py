@@ -31,6 +31,8 @@ from typing import Any
 
 import numpy as np
 
+from benchmarks.host import cpu_model
+
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
 JSON_NAME = "training_robustness.json"
@@ -440,16 +442,8 @@ def machine() -> dict[str, Any]:
 
     from vaeserve import __version__
 
-    cpu = "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
     return {
-        "cpu": cpu,
+        "cpu": cpu_model(),
         "cores": os.cpu_count(),
         "python": platform.python_version(),
         "torch": str(torch.__version__),

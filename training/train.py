@@ -338,6 +338,7 @@ def _train(
         )
 
     tracker = CollapseTracker.from_history(history)
+
     stream = sys.stderr if progress_stream is None else progress_stream
     bar_on = progress and here.is_main and is_terminal(stream)
     report_on = progress and here.is_main and not bar_on
@@ -353,6 +354,20 @@ def _train(
         raise UserError(
             f"{n_train} training images cannot be shared by {here.world_size} processes"
         )
+
+    def current_metrics() -> dict[str, Any]:
+        """metrics.json for the history so far (after every epoch, and once more at the end)."""
+        return build_metrics(
+            model,
+            model_cfg,
+            cfg,
+            history,
+            dataset_info,
+            len(val_set),
+            tracker.collapsed_at,
+            here.world_size,
+        )
+
     for epoch in range(start_epoch, cfg.epochs):
         t0 = time.perf_counter()
         net.train()
@@ -474,17 +489,7 @@ def _train(
                     "world_size": here.world_size,
                 },
             )
-            metrics = build_metrics(
-                model,
-                model_cfg,
-                cfg,
-                history,
-                dataset_info,
-                len(val_set),
-                tracker.collapsed_at,
-                here.world_size,
-            )
-            (out_dir / METRICS).write_text(json.dumps(metrics, indent=2) + "\n")
+            (out_dir / METRICS).write_text(json.dumps(current_metrics(), indent=2) + "\n")
         here.barrier()  # no process starts the next epoch (or stops) before the checkpoint
         if just_collapsed and cfg.fail_on_collapse:
             raise PosteriorCollapse(
@@ -493,16 +498,7 @@ def _train(
                 f"stopped by --fail-on-collapse; {ADVICE}"
             )
 
-    metrics = build_metrics(
-        model,
-        model_cfg,
-        cfg,
-        history,
-        dataset_info,
-        len(val_set),
-        tracker.collapsed_at,
-        here.world_size,
-    )
+    metrics = current_metrics()
     if here.is_main:
         (out_dir / METRICS).write_text(json.dumps(metrics, indent=2) + "\n")
         from vaeserve.training.pictures import write_pictures  # matplotlib only when needed

@@ -32,6 +32,7 @@ from typing import Any
 import grpc
 import numpy as np
 
+from benchmarks.host import cpu_model
 from benchmarks.inprocess import session as open_session
 from benchmarks.peers import kserve, ortsession
 from benchmarks.server import start_server
@@ -575,13 +576,8 @@ def plot(results: dict[str, Any], path: Path) -> None:
 def machine(peers_python: str) -> dict[str, Any]:
     import onnxruntime
 
-    cpu = "unknown"
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            cpu = line.split(":", 1)[1].strip()
-            break
     info: dict[str, Any] = {
-        "cpu": cpu,
+        "cpu": cpu_model(),
         "cores": os.cpu_count(),
         "python": platform.python_version(),
         "onnxruntime": onnxruntime.__version__,
